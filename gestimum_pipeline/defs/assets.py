@@ -1,0 +1,291 @@
+"""The asset graph: CRM sources → transforms (lines per endpoint) → Gestimum sinks.
+
+Rows never travel between assets as Python objects: sources describe a CRM time window,
+transforms stream it into the state store (staged lines, local rejections), and sinks
+stream the staged lines to Gestimum. Every step is bounded in memory, and every row's
+whereabouts is durable in the state store between steps.
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from gestimum_pipeline.crm.queries import count_window
+from gestimum_pipeline.db import DatabaseUnavailable
+from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
+from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.gestimum import catalog
+from gestimum_pipeline.gestimum.errors import GestimumError
+from gestimum_pipeline.sync.engine import (
+    SOURCES,
+    DeliveryUnknownError,
+    SendReport,
+    StageReport,
+    SyncError,
+    Window,
+    send_endpoint,
+    stage_endpoint,
+)
+from gestimum_pipeline.sync.mapping import mapper_for
+from gestimum_pipeline.sync.state import PARENTS, STOCK_ENDPOINT
+
+OWNERS = ["team:data-engineering"]
+# Sinks share one pool: with a limit of 1 (dagster.yaml), one sink writes to Gestimum at a time.
+GESTIMUM_POOL = "gestimum_company_file"
+RELATIONS = ("customers", "contacts", "stock_movements", "customer_item_references")
+SINK_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
+
+
+def source_key(relation: str) -> dg.AssetKey:
+    return dg.AssetKey(["crm", relation])
+
+
+def transform_key(endpoint: str) -> dg.AssetKey:
+    return dg.AssetKey(["transform", endpoint])
+
+
+def sink_key(endpoint: str) -> dg.AssetKey:
+    return dg.AssetKey(["gestimum", endpoint])
+
+
+def _window(context: dg.AssetExecutionContext, options: SyncOptions) -> Window:
+    tw = context.partition_time_window
+    return Window.for_partitions(tw.start, tw.end, timedelta(minutes=options.lookback_minutes))
+
+
+def _partition_label(context: dg.AssetExecutionContext) -> str:
+    r = context.partition_key_range
+    return r.start if r.start == r.end else f"{r.start}...{r.end}"
+
+
+def _fail(what: str, exc: Exception) -> dg.Failure:
+    return dg.Failure(description=f"{what}: {exc}")
+
+
+def build_source(relation: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=source_key(relation),
+        group_name="crm",
+        kinds={"postgres"},
+        owners=OWNERS,
+        partitions_def=daily_partitions,
+        backfill_policy=backfill_policy,
+        description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
+        "window). The rows stay in the CRM; this asset checks the source contract and records what the window holds.",
+    )
+    def _source(context: dg.AssetExecutionContext, crm: CrmDatabase, sync_options: SyncOptions) -> dg.MaterializeResult:
+        window = _window(context, sync_options)
+        try:
+            schema = crm.checked_schema()
+            conn = crm.connect()
+        except DatabaseUnavailable as exc:
+            raise _fail("CRM unreachable", exc) from None
+        try:
+            rows, last_change = count_window(conn, schema, relation, window.start, window.end)
+        finally:
+            conn.close()
+        return dg.MaterializeResult(
+            metadata={
+                "rows_in_window": rows,
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "last_change": last_change.isoformat() if last_change else None,
+                "schema": schema,
+            }
+        )
+
+    return _source
+
+
+def _stage_metadata(report: StageReport, force: bool) -> dict[str, object]:
+    metadata: dict[str, object] = {
+        "rows_read": report.rows_read,
+        "lines_staged": report.staged,
+        "unchanged": report.unchanged,
+        "rejected_locally": report.rejected_locally,
+        "force": force,
+        "duration_seconds": round(report.duration_seconds, 3),
+        "window_start": report.window.start.isoformat(),
+        "window_end": report.window.end.isoformat(),
+    }
+    for rule, n in sorted(report.rules.items()):
+        metadata[f"rule_{rule}"] = n
+    if report.rejections:
+        metadata["local_rejections"] = dg.MetadataValue.table(
+            records=[dg.TableRecord({"source_key": k, "reason": r}) for k, r in report.rejections],
+            schema=dg.TableSchema(columns=[dg.TableColumn("source_key", "string"), dg.TableColumn("reason", "string")]),
+        )
+    return metadata
+
+
+def build_transform(endpoint: str) -> dg.AssetsDefinition:
+    relation = SOURCES[endpoint]
+
+    @dg.asset(
+        key=transform_key(endpoint),
+        deps=[source_key(relation)],
+        group_name="transform",
+        kinds={"python", "postgres"},
+        owners=OWNERS,
+        partitions_def=daily_partitions,
+        backfill_policy=backfill_policy,
+        description=f"`{relation}` rows mapped to Gestimum {endpoint} lines and validated; changed rows are "
+        "staged in the sync state store, invalid ones rejected there with their reason.",
+    )
+    def _transform(
+        context: dg.AssetExecutionContext,
+        crm: CrmDatabase,
+        gestimum: GestimumApi,
+        sync_state: SyncStateDatabase,
+        sync_options: SyncOptions,
+    ) -> dg.MaterializeResult:
+        window = _window(context, sync_options)
+        try:
+            schema = crm.checked_schema()
+            state = sync_state.open()
+        except DatabaseUnavailable as exc:
+            raise _fail("database unreachable", exc) from None
+        try:
+            mapper = mapper_for(endpoint, gestimum.line_format().encoder(), sync_options.account_prefix)
+            report = stage_endpoint(
+                crm_connect=crm.connect,
+                crm_schema=schema,
+                state=state,
+                mapper=mapper,
+                window=window,
+                partition=_partition_label(context),
+                run_id=context.run_id,
+                force=sync_options.force,
+                chunk_size=sync_options.chunk_size,
+            )
+        except DatabaseUnavailable as exc:
+            raise _fail("database unreachable while streaming rows; rerun the partition", exc) from None
+        finally:
+            state.close()
+        context.log.info(
+            "%s: %d rows read, %d staged, %d unchanged, %d rejected locally",
+            endpoint,
+            report.rows_read,
+            report.staged,
+            report.unchanged,
+            report.rejected_locally,
+        )
+        return dg.MaterializeResult(metadata=_stage_metadata(report, sync_options.force))
+
+    return _transform
+
+
+def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
+    metadata: dict[str, object] = {
+        "lines_sent": report.lines_sent,
+        "imported": report.imported,
+        "rejected": report.rejected,
+        "requests": report.requests,
+        "http_attempts": report.http_attempts,
+        "duration_seconds": round(report.duration_seconds, 3),
+        "documents_created": len(report.documents),
+        "dry_run": report.dry_run,
+        "held_for_parent": report.held,
+        "released_after_parent_import": report.released,
+        "recovered_in_flight": report.recovered_in_flight,
+        "pending_after": pending_after,
+    }
+    if report.dry_run:
+        metadata["would_send_without_tester"] = report.would_send
+    if report.documents:
+        shown = report.documents[:50]
+        metadata["documents"] = ", ".join(shown) + (" …" if len(report.documents) > 50 else "")
+    if report.delivery_unknown:
+        metadata["delivery_unknown"] = report.delivery_unknown
+    metadata["rejections"] = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({"request": r.request, "line": r.line, "source_key": r.source_key, "reason": r.reason})
+            for r in report.rejections
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("request", "int"),
+                dg.TableColumn("line", "int"),
+                dg.TableColumn("source_key", "string"),
+                dg.TableColumn("reason", "string"),
+            ]
+        ),
+    )
+    return metadata
+
+
+def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
+    endpoint = catalog.endpoint(endpoint_name)
+    deps = [transform_key(endpoint_name)]
+    if endpoint_name in PARENTS:
+        deps.append(sink_key(PARENTS[endpoint_name]))
+
+    @dg.asset(
+        key=sink_key(endpoint_name),
+        deps=deps,
+        group_name="gestimum",
+        kinds={"gestimum", "api"},
+        owners=OWNERS,
+        partitions_def=daily_partitions,
+        backfill_policy=backfill_policy,
+        pool=GESTIMUM_POOL,
+        freshness_policy=SINK_FRESHNESS,
+        description=f"Staged {endpoint_name} lines sent to Gestimum's {endpoint.path} endpoint, with "
+        "Gestimum's statistics. Every line ends imported, rejected with Gestimum's reason, or still pending.",
+    )
+    def _sink(
+        context: dg.AssetExecutionContext,
+        gestimum: GestimumApi,
+        sync_state: SyncStateDatabase,
+        sync_options: SyncOptions,
+    ) -> dg.MaterializeResult:
+        client = gestimum.client(context.log)
+        try:
+            state = sync_state.open()
+        except DatabaseUnavailable as exc:
+            client.close()
+            raise _fail("state store unreachable", exc) from None
+        try:
+            report = send_endpoint(
+                state=state,
+                client=client,
+                endpoint=endpoint,
+                company_file=gestimum.company_file,
+                max_lines=gestimum.max_lines_per_request,
+                max_bytes=gestimum.max_bytes_per_request,
+                dry_run=sync_options.dry_run,
+                run_id=context.run_id,
+                logger=context.log,
+            )
+            pending_after = state.counts(endpoint_name).get(endpoint_name, {}).get("pending", 0)
+        except DeliveryUnknownError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except (GestimumError, SyncError, DatabaseUnavailable) as exc:
+            raise _fail(
+                f"{endpoint_name} not synced; rows not confirmed stay pending in the state store and are "
+                "sent by the next run",
+                exc,
+            ) from None
+        finally:
+            state.close()
+            client.close()
+        metadata = _send_metadata(report, pending_after)
+        if endpoint_name == STOCK_ENDPOINT and report.delivery_unknown:
+            raise dg.Failure(
+                description=f"{report.delivery_unknown} stock movements are in delivery_unknown: they may or may "
+                "not have become documents in Gestimum and are not re-sent. Check in Gestimum, then reconcile "
+                "them with `gestimum-pipeline reconcile` (list: `gestimum-pipeline rejections --status "
+                "delivery_unknown`).",
+                metadata=metadata,
+                allow_retries=False,
+            )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _sink
+
+
+ENDPOINT_ORDER = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
+
+source_assets = [build_source(r) for r in RELATIONS]
+transform_assets = [build_transform(e) for e in ENDPOINT_ORDER]
+sink_assets = [build_sink(e) for e in ENDPOINT_ORDER]

@@ -1,0 +1,160 @@
+"""Dagster resources: the CRM database, the Gestimum API, the sync state store, run options.
+
+Secrets (database URLs, which may hold passwords, and the Gestimum password) are wired
+as `EnvVar`s: Dagster resolves them at run time and never shows their values.
+"""
+
+import logging
+import os
+
+import dagster as dg
+import psycopg2.extensions
+from pydantic import Field
+
+from gestimum_pipeline.crm.contract import check_contract
+from gestimum_pipeline.db import connect, validate_identifier
+from gestimum_pipeline.defs.settings import env_bool, env_float, env_int, env_str
+from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
+from gestimum_pipeline.gestimum.client import GestimumClient
+from gestimum_pipeline.gestimum.envelope import CompanySettings, LineFormat
+from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
+from gestimum_pipeline.sync.state import DEFAULT_SCHEMA as STATE_SCHEMA
+from gestimum_pipeline.sync.state import StateStore
+
+
+class ConfigurationError(dg.Failure):
+    """A setting is missing or wrong: raised before any data moves."""
+
+
+class CrmDatabase(dg.ConfigurableResource):
+    """The CRM: four relations of the source contract in one schema."""
+
+    url: str = Field(description="PostgreSQL URL of the CRM (CRM_DATABASE_URL)")
+    schema_name: str = Field(default="crm", description="Schema holding the contract's relations (CRM_SCHEMA)")
+
+    def connect(self) -> psycopg2.extensions.connection:
+        return connect(self.url, setting="CRM_DATABASE_URL")
+
+    def checked_schema(self) -> str:
+        """Validates the schema name and the relations' columns; raises naming what is wrong."""
+        schema = validate_identifier(self.schema_name, "CRM_SCHEMA")
+        conn = self.connect()
+        try:
+            problems = check_contract(conn, schema)
+        finally:
+            conn.close()
+        if problems:
+            raise ConfigurationError(
+                description="The CRM does not match the source contract (see README, 'Source contract'): "
+                + "; ".join(problems)
+            )
+        return schema
+
+
+class GestimumApi(dg.ConfigurableResource):
+    """Gestimum's REST import API for one company file."""
+
+    url: str = Field(description="Base URL of Gestimum's REST server (GESTIMUM_URL)")
+    company_file: str = Field(description="Company file, e.g. DEMO.Gestimum (GESTIMUM_FICHIER)")
+    user: str = Field(description="Gestimum user (GESTIMUM_UTILISATEUR)")
+    password: str = Field(default="", description="Gestimum password (GESTIMUM_MOT_PASSE)")
+    disconnect: bool = False
+    exclusive: bool = False
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 300.0
+    max_lines_per_request: int = DEFAULT_MAX_LINES
+    max_bytes_per_request: int = DEFAULT_MAX_BYTES
+    verify_tls: bool = Field(default=True, description="Turning this off is logged loudly at every run")
+    ca_bundle: str | None = Field(default=None, description="CA bundle path for a private CA (GESTIMUM_CA_BUNDLE)")
+    max_retries: int = 3
+    backoff_seconds: float = 1.0
+    separator: str = ";"
+    qualifier: str = '"'
+    charset: str = "cp1252"
+    decimal_separator: str = ","
+
+    def line_format(self) -> LineFormat:
+        return LineFormat(self.separator, self.qualifier, self.charset or None, self.decimal_separator)
+
+    def client(self, logger: logging.Logger | None = None) -> GestimumClient:
+        if not self.company_file.strip():
+            raise ConfigurationError(description="GESTIMUM_FICHIER is empty: set it to the company file name")
+        if not self.user.strip():
+            raise ConfigurationError(description="GESTIMUM_UTILISATEUR is empty: set it to the Gestimum user")
+        verify: bool | str = self.ca_bundle if (self.verify_tls and self.ca_bundle) else self.verify_tls
+        try:
+            return GestimumClient(
+                self.url,
+                CompanySettings(self.company_file, self.user, self.password, self.disconnect, self.exclusive),
+                fmt=self.line_format(),
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                verify=verify,
+                max_retries=self.max_retries,
+                backoff_seconds=self.backoff_seconds,
+                logger=logger,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                description=f"Gestimum settings (GESTIMUM_URL, GESTIMUM_CA_BUNDLE): {exc}"
+            ) from None
+
+
+class SyncStateDatabase(dg.ConfigurableResource):
+    """The sync state store (schema `gestimum_sync`), migrated on first use."""
+
+    url: str = Field(description="PostgreSQL URL (SYNC_STATE_DATABASE_URL, default CRM_DATABASE_URL)")
+    schema_name: str = STATE_SCHEMA
+
+    def open(self) -> StateStore:
+        store = StateStore(self.url, self.schema_name)
+        store.migrate()
+        return store
+
+
+class SyncOptions(dg.ConfigurableResource):
+    """Per-run options, settable in the launchpad under `resources.sync_options.config`."""
+
+    dry_run: bool = Field(
+        default=False,
+        description="Validate with Gestimum's `tester` where documented (Comptes, Clients); send nothing elsewhere",
+    )
+    force: bool = Field(default=False, description="Re-send master data even if unchanged (never stock movements)")
+    lookback_minutes: int = Field(
+        default=180, description="Re-read this much before each window to catch rows committed late"
+    )
+    account_prefix: str = DEFAULT_ACCOUNT_PREFIX
+    chunk_size: int = 5000
+
+
+def _state_url() -> dg.EnvVar:
+    # The state store defaults to the CRM database; which variable holds it is decided at
+    # load time, its value is still resolved by Dagster at run time.
+    if os.environ.get("SYNC_STATE_DATABASE_URL", "").strip():
+        return dg.EnvVar("SYNC_STATE_DATABASE_URL")
+    return dg.EnvVar("CRM_DATABASE_URL")
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    verify_tls = env_bool("GESTIMUM_VERIFY_TLS", True)
+    return {
+        "crm": CrmDatabase(url=dg.EnvVar("CRM_DATABASE_URL"), schema_name=env_str("CRM_SCHEMA", "crm")),
+        "gestimum": GestimumApi(
+            url=dg.EnvVar("GESTIMUM_URL"),
+            company_file=dg.EnvVar("GESTIMUM_FICHIER"),
+            user=dg.EnvVar("GESTIMUM_UTILISATEUR"),
+            password=dg.EnvVar("GESTIMUM_MOT_PASSE"),
+            connect_timeout_seconds=env_float("GESTIMUM_CONNECT_TIMEOUT_SECONDS", 10.0),
+            read_timeout_seconds=env_float("GESTIMUM_READ_TIMEOUT_SECONDS", 300.0),
+            max_lines_per_request=env_int("GESTIMUM_MAX_LINES_PER_REQUEST", DEFAULT_MAX_LINES),
+            max_bytes_per_request=env_int("GESTIMUM_MAX_BYTES_PER_REQUEST", DEFAULT_MAX_BYTES),
+            verify_tls=verify_tls,
+            ca_bundle=os.environ.get("GESTIMUM_CA_BUNDLE") or None,
+            max_retries=env_int("GESTIMUM_MAX_RETRIES", 3),
+        ),
+        "sync_state": SyncStateDatabase(url=_state_url()),
+        "sync_options": SyncOptions(
+            lookback_minutes=env_int("GESTIMUM_SYNC_LOOKBACK_MINUTES", 180),
+            account_prefix=env_str("GESTIMUM_ACCOUNT_PREFIX", DEFAULT_ACCOUNT_PREFIX),
+        ),
+    }

@@ -1,0 +1,317 @@
+"""The sync itself, as plain Python: stage CRM rows into the state store, then send them.
+
+The Dagster assets are thin wrappers over the two functions here:
+
+* `stage_endpoint` streams one relation's rows for a time window from the CRM (server-side
+  cursor, in chunks), maps and validates them, and records them in the state store:
+  changed rows become pending, invalid rows are rejected locally, unchanged rows are left
+  alone (so a rerun stages nothing);
+* `send_endpoint` streams the endpoint's pending lines from the state store, posts them in
+  requests bounded by lines and bytes, and records every line's outcome. Each request's
+  rows are marked in flight (committed) before it is posted, so no crash can lose track
+  of a row or send a stock movement twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from gestimum_pipeline.crm.queries import stream_window
+from gestimum_pipeline.gestimum.batching import batched, line_cost
+from gestimum_pipeline.gestimum.catalog import Endpoint
+from gestimum_pipeline.gestimum.client import GestimumClient
+from gestimum_pipeline.gestimum.errors import (
+    GestimumAuthenticationError,
+    GestimumDeliveryUnknown,
+    GestimumError,
+    GestimumProtocolError,
+    GestimumServerError,
+    GestimumUnreachable,
+)
+from gestimum_pipeline.gestimum.journal import ImportResult
+from gestimum_pipeline.sync.mapping import Mapper, MappingStats
+from gestimum_pipeline.sync.state import STOCK_ENDPOINT, Outcome, PendingLine, StateStore
+
+log = logging.getLogger(__name__)
+
+# Which CRM relation feeds which endpoint, and in which order rows are read.
+SOURCES: dict[str, str] = {
+    "comptes": "customers",
+    "clients": "customers",
+    "contacts": "contacts",
+    "documents_stock": "stock_movements",
+    "references_clients_articles": "customer_item_references",
+}
+SOURCE_ORDER: dict[str, tuple[str, ...] | None] = {
+    # Grouped by document header so requests never mix headers.
+    "stock_movements": ("direction", "warehouse_code", "id"),
+}
+# Envelope + header allowance when sizing requests, on top of the lines themselves.
+ENVELOPE_OVERHEAD_BYTES = 2048
+MAX_REPORTED_REJECTIONS = 200
+
+
+class SyncError(RuntimeError):
+    """A sync step failed; the message says what happened and what to do next."""
+
+
+class DeliveryUnknownError(SyncError):
+    """Stock movements may or may not have become documents: an operator must reconcile."""
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def for_partitions(cls, start: datetime, end: datetime, lookback: timedelta) -> Window:
+        """The partitions' time range, widened backwards to catch rows committed late."""
+        return cls(start - lookback, end)
+
+
+@dataclass
+class StageReport:
+    endpoint: str
+    relation: str
+    window: Window
+    rows_read: int = 0
+    staged: int = 0
+    unchanged: int = 0
+    rejected_locally: int = 0
+    rules: Counter[str] = field(default_factory=Counter)
+    rejections: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason), capped
+    duration_seconds: float = 0.0
+
+
+@dataclass
+class RejectedRow:
+    request: int
+    line: int
+    source_key: str
+    reason: str
+
+
+@dataclass
+class SendReport:
+    endpoint: str
+    dry_run: bool
+    lines_sent: int = 0
+    imported: int = 0
+    rejected: int = 0
+    requests: int = 0
+    http_attempts: int = 0
+    documents: list[str] = field(default_factory=list)
+    rejections: list[RejectedRow] = field(default_factory=list)  # capped
+    recovered_in_flight: int = 0
+    released: int = 0
+    held: int = 0
+    would_send: int = 0  # dry run on an endpoint without `tester`
+    duration_seconds: float = 0.0
+    delivery_unknown: int = 0
+    bytes_sent: int = 0
+
+
+def stage_endpoint(
+    *,
+    crm_connect: Callable[[], Any],
+    crm_schema: str,
+    state: StateStore,
+    mapper: Mapper,
+    window: Window,
+    partition: str | None,
+    run_id: str | None,
+    force: bool = False,
+    chunk_size: int = 5000,
+) -> StageReport:
+    """Streams the window's rows, maps them and records them in the state store, chunk by chunk."""
+    endpoint = mapper.endpoint.name
+    relation = SOURCES[endpoint]
+    report = StageReport(endpoint, relation, window)
+    stats = MappingStats()
+    started = time.perf_counter()
+    conn = crm_connect()
+    try:
+        chunks = stream_window(
+            conn,
+            crm_schema,
+            relation,
+            window.start,
+            window.end,
+            chunk_size=chunk_size,
+            order_by=SOURCE_ORDER.get(relation),
+        )
+        for chunk in chunks:
+            mapped = [mapper.map(row) for row in chunk]
+            for m in mapped:
+                stats.add(m)
+                if m.rejected and len(report.rejections) < MAX_REPORTED_REJECTIONS:
+                    report.rejections.append((m.source_key, m.reason or ""))
+            counts = state.stage(endpoint, mapped, partition=partition, run_id=run_id, force=force)
+            report.rows_read += len(chunk)
+            report.staged += counts.staged
+            report.rejected_locally += counts.rejected
+            report.unchanged += counts.unchanged
+    finally:
+        conn.close()
+    report.rules = stats.rules
+    report.duration_seconds = time.perf_counter() - started
+    return report
+
+
+def _not_delivered(endpoint: Endpoint, exc: GestimumError) -> bool:
+    """True when Gestimum surely did not process the request (or re-processing is harmless)."""
+    if endpoint.idempotent:
+        return True
+    if isinstance(exc, GestimumDeliveryUnknown):
+        return False
+    if isinstance(exc, (GestimumUnreachable, GestimumAuthenticationError)):
+        return True
+    # A 4xx refusal of the envelope stores nothing; a 503 means "not processed".
+    status = exc.status or 0
+    if isinstance(exc, GestimumProtocolError) and 400 <= status < 500:
+        return True
+    return isinstance(exc, GestimumServerError) and status == 503
+
+
+def _documents_for(result: ImportResult, imported_keys: list[str]) -> list[str | None]:
+    """Attributes the request's documents to its imported lines.
+
+    Each request holds one document header (see SOURCE_ORDER and the group split), so one
+    document means all its lines; one document per line maps in order; otherwise every
+    line records the whole list, so nothing is guessed.
+    """
+    docs = list(result.documents)
+    if not docs:
+        return [None] * len(imported_keys)
+    if len(docs) == 1:
+        return [docs[0]] * len(imported_keys)
+    if len(docs) == len(imported_keys):
+        return docs
+    joined = ",".join(docs)
+    return [joined] * len(imported_keys)
+
+
+def send_endpoint(
+    *,
+    state: StateStore,
+    client: GestimumClient,
+    endpoint: Endpoint,
+    company_file: str,
+    max_lines: int,
+    max_bytes: int,
+    dry_run: bool = False,
+    run_id: str | None = None,
+    logger: logging.Logger | None = None,
+    lock_timeout_seconds: float = 3600.0,
+) -> SendReport:
+    """Sends every pending line of the endpoint and records each line's outcome."""
+    logger = logger or log
+    report = SendReport(endpoint.name, dry_run)
+    started = time.perf_counter()
+    attempts_before = client.requests_made
+    overhead = ENVELOPE_OVERHEAD_BYTES + line_cost(";".join(endpoint.header))
+    with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
+        if not dry_run:
+            report.recovered_in_flight = state.recover_in_flight(endpoint.name)
+            report.released = state.release_children(endpoint.name)
+            report.held = state.hold_orphans(endpoint.name)
+        pending: Iterable[PendingLine] = state.iter_pending(endpoint.name)
+        for _, group in groupby(pending, key=lambda p: p.group_key):
+            for batch in batched(
+                group, line_of=lambda p: p.line, max_lines=max_lines, max_bytes=max_bytes, overhead=overhead
+            ):
+                _send_batch(state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger)
+    report.http_attempts = client.requests_made - attempts_before
+    report.duration_seconds = time.perf_counter() - started
+    if endpoint.name == STOCK_ENDPOINT and not dry_run:
+        report.delivery_unknown = state.counts(endpoint.name).get(endpoint.name, {}).get("delivery_unknown", 0)
+    return report
+
+
+def _send_batch(
+    state: StateStore,
+    client: GestimumClient,
+    endpoint: Endpoint,
+    batch: list[PendingLine],
+    report: SendReport,
+    *,
+    dry_run: bool,
+    run_id: str | None,
+    logger: logging.Logger,
+) -> None:
+    keys = [p.source_key for p in batch]
+    lines = [p.line for p in batch]
+    request_no = report.requests + 1
+    if dry_run:
+        if not endpoint.supports_test_mode:
+            report.would_send += len(lines)
+            return
+        result = client.import_lines(endpoint, lines, test_mode=True)
+        report.requests += 1
+        _account(report, request_no, keys, result)
+        return
+    request_id = f"{(run_id or 'manual')[:8]}-{endpoint.name}-{request_no}"
+    state.mark_in_flight(endpoint.name, keys, request_id=request_id, run_id=run_id)
+    try:
+        result = client.import_lines(endpoint, lines)
+    except GestimumError as exc:
+        if _not_delivered(endpoint, exc):
+            state.settle_in_flight(endpoint.name, keys, delivered=False, reason=f"request failed: {exc}")
+            raise
+        state.settle_in_flight(endpoint.name, keys, delivered=None, reason=f"request {request_id}: {exc}")
+        raise DeliveryUnknownError(
+            f"{len(keys)} stock movements (request {request_id}) may or may not have become documents in "
+            f"Gestimum: {exc}. They are recorded as delivery_unknown and will not be re-sent. Check in "
+            "Gestimum whether the documents exist, then run `gestimum-pipeline reconcile --delivered "
+            "--document <number> <ids>` or `gestimum-pipeline reconcile --release <ids>` "
+            "(list them with `gestimum-pipeline rejections --status delivery_unknown`)."
+        ) from exc
+    except BaseException:
+        # Anything else (a bug, KeyboardInterrupt): we cannot know how far the request got.
+        if endpoint.idempotent:
+            state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted")
+        raise
+    report.requests += 1
+    report.bytes_sent += sum(line_cost(line) for line in lines)
+    outcomes = _account(report, request_no, keys, result)
+    state.record_outcomes(endpoint.name, outcomes)
+    logger.info(
+        "%s request %d: %d lines, %d imported, %d rejected%s",
+        endpoint.name,
+        request_no,
+        len(lines),
+        result.imported,
+        result.rejected,
+        f", documents {', '.join(result.documents)}" if result.documents else "",
+    )
+
+
+def _account(report: SendReport, request_no: int, keys: list[str], result: ImportResult) -> list[Outcome]:
+    """Adds one answer to the report and turns it into per-row outcomes."""
+    if result.imported + result.rejected != len(keys):  # parse_response checks it too; never trust silently
+        raise SyncError(
+            f"{report.endpoint} request {request_no}: Gestimum counted {result.imported} imported + "
+            f"{result.rejected} rejected for {len(keys)} lines sent"
+        )
+    report.lines_sent += len(keys)
+    report.imported += result.imported
+    report.rejected += result.rejected
+    report.documents.extend(result.documents)
+    reasons = {r.line: r.reason for r in result.rejected_lines}
+    imported_keys = [k for i, k in enumerate(keys, start=1) if i not in reasons]
+    docs = _documents_for(result, imported_keys)
+    outcomes = [Outcome(k, True, document=d) for k, d in zip(imported_keys, docs, strict=True)]
+    for line_no, reason in sorted(reasons.items()):
+        key = keys[line_no - 1]
+        outcomes.append(Outcome(key, False, reason=reason))
+        if len(report.rejections) < MAX_REPORTED_REJECTIONS:
+            report.rejections.append(RejectedRow(request_no, line_no, key, reason))
+    return outcomes

@@ -1,0 +1,556 @@
+"""The sync state store: where every source row is, in PostgreSQL schema `gestimum_sync`.
+
+One row per (endpoint, source key) in `records`, with a status:
+
+* ``pending``: staged by a transform, waiting to be sent (carries its encoded line);
+* ``in_flight``: inside a request whose answer has not been recorded yet. Written and
+  committed *before* the request is posted, so a crash leaves a trace: for master data
+  it goes back to pending (re-sending is an idempotent upsert); for stock movements it
+  becomes ``delivery_unknown``, because Gestimum may have created the document;
+* ``imported``: Gestimum counted it as imported (`imported_hash` = what it holds now;
+  stock rows keep the document number);
+* ``rejected``: refused locally (`reason_source` = ``local``) or by Gestimum (``gestimum``);
+* ``held``: not sent because its parent (account or customer) is rejected or held;
+* ``delivery_unknown``: a stock movement that may or may not have become a document;
+  never re-sent until an operator reconciles it;
+* ``ignored``: an operator chose to drop it (re-opened if the CRM row changes).
+
+`actions` records every operator action with who and when. The schema is created and
+migrated by `migrate()`, idempotently and under an advisory lock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from gestimum_pipeline.db import connect, validate_identifier
+from gestimum_pipeline.sync.mapping import MappedRow
+
+DEFAULT_SCHEMA = "gestimum_sync"
+STOCK_ENDPOINT = "documents_stock"
+
+# Parent endpoint of each endpoint whose records point at a parent record (parent_key).
+PARENTS: dict[str, str] = {
+    "clients": "comptes",
+    "contacts": "clients",
+    "references_clients_articles": "clients",
+}
+
+STATUSES = ("pending", "in_flight", "imported", "rejected", "held", "delivery_unknown", "ignored")
+
+_MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "records and operator actions",
+        """
+        CREATE TABLE {schema}.records (
+            endpoint        text NOT NULL,
+            source_key      text NOT NULL,
+            status          text NOT NULL CHECK (status IN
+                ('pending','in_flight','imported','rejected','held','delivery_unknown','ignored')),
+            line            text,
+            content_hash    text NOT NULL,
+            imported_hash   text,
+            parent_key      text,
+            group_key       text NOT NULL DEFAULT '',
+            sort_key        bigint NOT NULL DEFAULT 0,
+            reason          text,
+            reason_source   text,
+            attempts        integer NOT NULL DEFAULT 0,
+            document        text,
+            partition       text,
+            request_id      text,
+            run_id          text,
+            first_seen_at   timestamptz NOT NULL DEFAULT now(),
+            updated_at      timestamptz NOT NULL DEFAULT now(),
+            last_attempt_at timestamptz,
+            imported_at     timestamptz,
+            PRIMARY KEY (endpoint, source_key)
+        );
+        CREATE INDEX records_to_send ON {schema}.records (endpoint, group_key, sort_key, source_key)
+            WHERE status = 'pending';
+        CREATE INDEX records_attention ON {schema}.records (endpoint, status)
+            WHERE status IN ('in_flight', 'rejected', 'held', 'delivery_unknown');
+        CREATE INDEX records_parent ON {schema}.records (endpoint, parent_key)
+            WHERE status IN ('held', 'rejected');
+        CREATE TABLE {schema}.actions (
+            id          bigserial PRIMARY KEY,
+            at          timestamptz NOT NULL DEFAULT now(),
+            actor       text NOT NULL,
+            action      text NOT NULL,
+            endpoint    text,
+            source_key  text,
+            detail      jsonb
+        );
+        """,
+    ),
+]
+
+
+class StateStoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    staged: int  # rows now pending (new or changed)
+    rejected: int  # rows rejected locally (new or changed)
+    unchanged: int  # rows already in that state (nothing to send)
+
+
+@dataclass(frozen=True)
+class PendingLine:
+    source_key: str
+    line: str
+    group_key: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    source_key: str
+    imported: bool
+    reason: str | None = None
+    document: str | None = None
+
+
+class StateStore:
+    """Plain-Python access to the state store; one psycopg2 connection per instance."""
+
+    def __init__(self, url: str, schema: str = DEFAULT_SCHEMA, *, setting: str = "SYNC_STATE_DATABASE_URL") -> None:
+        self.url = url
+        self.schema = validate_identifier(schema, "state store schema")
+        self._setting = setting
+        self._conn: psycopg2.extensions.connection | None = None
+
+    # -- connection ---------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, setting=self._setting)
+        return self._conn
+
+    def new_connection(self) -> psycopg2.extensions.connection:
+        return connect(self.url, setting=self._setting)
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(schema=sql.Identifier(self.schema))
+
+    # -- schema -------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Creates or upgrades the schema; safe to call from concurrent runs. Returns the version."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gestimum_sync.migrate:{self.schema}",))
+            cur.execute(self._q("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            cur.execute(
+                self._q(
+                    "CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+                    " version integer PRIMARY KEY, description text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            )
+            cur.execute(self._q("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"))
+            current = cur.fetchone()[0]
+            for version, description, ddl in _MIGRATIONS:
+                if version <= current:
+                    continue
+                cur.execute(self._q(ddl))
+                cur.execute(
+                    self._q("INSERT INTO {schema}.schema_migrations (version, description) VALUES (%s, %s)"),
+                    (version, description),
+                )
+                current = version
+        return current
+
+    # -- staging (transform assets) -------------------------------------------------
+    def stage(
+        self,
+        endpoint: str,
+        rows: Sequence[MappedRow],
+        *,
+        partition: str | None,
+        run_id: str | None,
+        force: bool = False,
+    ) -> StageCounts:
+        """Records a chunk of mapped rows: changed rows become pending, invalid ones rejected.
+
+        Unchanged rows are left alone, so a rerun stages nothing. Stock movements are
+        immutable once known: only a pending or locally rejected movement is re-staged,
+        and `force` never re-sends one.
+        """
+        if not rows:
+            return StageCounts(0, 0, 0)
+        conn = self.conn
+        buf = io.StringIO()
+        for r in rows:
+            buf.write(
+                "\t".join(
+                    _copy_text(v)
+                    for v in (r.source_key, r.line, r.content_hash, r.parent_key, r.group_key, r.sort_key, r.reason)
+                )
+            )
+            buf.write("\n")
+        buf.seek(0)
+        if endpoint == STOCK_ENDPOINT:
+            may_update = (
+                "(r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))"
+                " AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
+            )
+        else:
+            may_update = (
+                "r.status NOT IN ('in_flight', 'delivery_unknown') AND ("
+                "r.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
+                + (" OR r.status <> 'ignored'" if force else "")
+                + ")"
+            )
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS staged_rows (source_key text, line text, content_hash text,"
+                " parent_key text, group_key text, sort_key bigint, reason text) ON COMMIT DELETE ROWS"
+            )
+            cur.copy_expert("COPY staged_rows FROM STDIN", buf)
+            cur.execute(
+                self._q(
+                    """
+                    INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
+                        parent_key, group_key, sort_key, reason, reason_source, partition, run_id)
+                    SELECT %(endpoint)s, s.source_key,
+                           CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
+                           s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
+                           CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s
+                    FROM staged_rows s
+                    ON CONFLICT (endpoint, source_key) DO UPDATE SET
+                        status = EXCLUDED.status, line = EXCLUDED.line, content_hash = EXCLUDED.content_hash,
+                        parent_key = EXCLUDED.parent_key, group_key = EXCLUDED.group_key,
+                        sort_key = EXCLUDED.sort_key, reason = EXCLUDED.reason,
+                        reason_source = EXCLUDED.reason_source, partition = EXCLUDED.partition,
+                        run_id = EXCLUDED.run_id, updated_at = now()
+                    WHERE """
+                    + may_update
+                    + """
+                    RETURNING status
+                    """
+                ),
+                {"endpoint": endpoint, "partition": partition, "run_id": run_id},
+            )
+            statuses = [s for (s,) in cur.fetchall()]
+        staged = sum(1 for s in statuses if s == "pending")
+        rejected = len(statuses) - staged
+        return StageCounts(staged, rejected, len(rows) - len(statuses))
+
+    # -- sending (sink assets) ------------------------------------------------------
+    @contextmanager
+    def company_lock(self, company_file: str, *, timeout_seconds: float = 3600.0) -> Iterator[None]:
+        """Only one sender per Gestimum company file at a time, whatever runs overlap.
+
+        A session-level advisory lock on its own connection: a killed process releases it.
+        """
+        conn = self.new_connection()
+        conn.autocommit = True
+        key = f"gestimum_sync.company:{company_file}"
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            with conn.cursor() as cur:
+                while True:
+                    cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+                    if cur.fetchone()[0]:
+                        break
+                    if time.monotonic() > deadline:
+                        raise StateStoreError(
+                            f"another run has been sending to company file {company_file!r} for over "
+                            f"{timeout_seconds:.0f} s; retry once it finishes"
+                        )
+                    time.sleep(0.5)
+            yield
+        finally:
+            conn.close()
+
+    def recover_in_flight(self, endpoint: str) -> int:
+        """Settles rows left in flight by a run that died mid-request; returns how many."""
+        if endpoint == STOCK_ENDPOINT:
+            query = (
+                "UPDATE {schema}.records SET status = 'delivery_unknown', reason_source = 'delivery',"
+                " reason = 'the run sending request ' || coalesce(request_id, '?') || ' stopped before Gestimum'"
+                "'s answer was recorded', updated_at = now()"
+                " WHERE endpoint = %s AND status = 'in_flight'"
+            )
+        else:
+            query = (
+                "UPDATE {schema}.records SET status = 'pending', updated_at = now()"
+                " WHERE endpoint = %s AND status = 'in_flight'"
+            )
+        return self._execute_count(query, (endpoint,))
+
+    def hold_orphans(self, endpoint: str) -> int:
+        """Pending rows whose parent is rejected, held or ignored are held, not sent to certain failure."""
+        parent = PARENTS.get(endpoint)
+        if parent is None:
+            return 0
+        return self._execute_count(
+            """
+            UPDATE {schema}.records c SET status = 'held', reason_source = 'parent', updated_at = now(),
+                reason = 'held until ' || p.endpoint || ' record ' || p.source_key || ' imports (it is '
+                         || p.status || coalesce(': ' || p.reason, '') || ')'
+            FROM {schema}.records p
+            WHERE c.endpoint = %s AND c.status = 'pending'
+              AND p.endpoint = %s AND p.source_key = c.parent_key
+              AND p.status IN ('rejected', 'held', 'ignored')
+            """,
+            (endpoint, parent),
+        )
+
+    def release_children(self, endpoint: str) -> int:
+        """Held rows, and rows Gestimum rejected, are re-queued once their parent has imported since."""
+        parent = PARENTS.get(endpoint)
+        if parent is None:
+            return 0
+        return self._execute_count(
+            """
+            UPDATE {schema}.records c SET status = 'pending', reason = NULL, reason_source = NULL,
+                updated_at = now()
+            FROM {schema}.records p
+            WHERE c.endpoint = %s AND p.endpoint = %s AND p.source_key = c.parent_key
+              AND p.status = 'imported'
+              AND (c.status = 'held'
+                   OR (c.status = 'rejected' AND c.reason_source = 'gestimum'
+                       AND p.imported_at > c.last_attempt_at))
+            """,
+            (endpoint, parent),
+        )
+
+    def iter_pending(self, endpoint: str, *, chunk_size: int = 5000) -> Iterator[PendingLine]:
+        """Streams pending lines in sending order through a server-side cursor on its own connection."""
+        conn = self.new_connection()
+        try:
+            with conn, conn.cursor(name=f"pending_{uuid.uuid4().hex[:12]}") as cur:
+                cur.itersize = chunk_size
+                cur.execute(
+                    self._q(
+                        "SELECT source_key, line, group_key FROM {schema}.records"
+                        " WHERE endpoint = %s AND status = 'pending'"
+                        " ORDER BY group_key, sort_key, source_key"
+                    ),
+                    (endpoint,),
+                )
+                for key, line, group in cur:
+                    yield PendingLine(key, line, group)
+        finally:
+            conn.close()
+
+    def mark_in_flight(self, endpoint: str, keys: Sequence[str], *, request_id: str, run_id: str | None) -> None:
+        self._execute_count(
+            "UPDATE {schema}.records SET status = 'in_flight', attempts = attempts + 1, last_attempt_at = now(),"
+            " request_id = %s, run_id = %s, updated_at = now()"
+            " WHERE endpoint = %s AND source_key = ANY(%s)",
+            (request_id, run_id, endpoint, list(keys)),
+        )
+
+    def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome]) -> None:
+        imported = [o for o in outcomes if o.imported]
+        rejected = [o for o in outcomes if not o.imported]
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            if imported:
+                cur.execute(
+                    self._q(
+                        """
+                        UPDATE {schema}.records r SET status = 'imported', imported_hash = r.content_hash,
+                            imported_at = now(), reason = NULL, reason_source = NULL,
+                            document = d.document, updated_at = now()
+                        FROM unnest(%s::text[], %s::text[]) AS d(source_key, document)
+                        WHERE r.endpoint = %s AND r.source_key = d.source_key
+                        """
+                    ),
+                    ([o.source_key for o in imported], [o.document for o in imported], endpoint),
+                )
+            if rejected:
+                cur.execute(
+                    self._q(
+                        """
+                        UPDATE {schema}.records r SET status = 'rejected', reason = d.reason,
+                            reason_source = 'gestimum', updated_at = now()
+                        FROM unnest(%s::text[], %s::text[]) AS d(source_key, reason)
+                        WHERE r.endpoint = %s AND r.source_key = d.source_key
+                        """
+                    ),
+                    ([o.source_key for o in rejected], [o.reason for o in rejected], endpoint),
+                )
+
+    def settle_in_flight(self, endpoint: str, keys: Sequence[str], *, delivered: bool | None, reason: str) -> None:
+        """After a failed request: back to pending when surely not delivered (or idempotent),
+        `delivery_unknown` when Gestimum may have processed a non-idempotent request."""
+        if delivered is None:
+            query = (
+                "UPDATE {schema}.records SET status = 'delivery_unknown', reason = %s, reason_source = 'delivery',"
+                " updated_at = now() WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'in_flight'"
+            )
+        else:
+            query = (
+                "UPDATE {schema}.records SET status = 'pending', reason = %s, reason_source = 'delivery',"
+                " updated_at = now() WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'in_flight'"
+            )
+        self._execute_count(query, (reason, endpoint, list(keys)))
+
+    # -- reading ---------------------------------------------------------------------
+    def counts(self, endpoint: str | None = None) -> dict[str, dict[str, int]]:
+        """{endpoint: {status: count}} for one or all endpoints."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT endpoint, status, count(*) FROM {schema}.records"
+                    " WHERE %(e)s::text IS NULL OR endpoint = %(e)s GROUP BY endpoint, status"
+                ),
+                {"e": endpoint},
+            )
+            out: dict[str, dict[str, int]] = {}
+            for ep, status, n in cur.fetchall():
+                out.setdefault(ep, {})[status] = n
+        return out
+
+    def records(
+        self,
+        *,
+        endpoint: str | None = None,
+        statuses: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
+        reason_like: str | None = None,
+        older_than_seconds: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    """
+                    SELECT endpoint, source_key, status, reason, reason_source, attempts, document,
+                           partition, first_seen_at, updated_at, last_attempt_at, imported_at, line
+                    FROM {schema}.records
+                    WHERE (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+                      AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
+                      AND (%(keys)s::text[] IS NULL OR source_key = ANY(%(keys)s))
+                      AND (%(reason)s::text IS NULL OR reason ILIKE %(reason)s)
+                      AND (%(older)s::float IS NULL OR updated_at < now() - make_interval(secs => %(older)s))
+                    ORDER BY endpoint, updated_at, source_key
+                    LIMIT %(limit)s
+                    """
+                ),
+                {
+                    "endpoint": endpoint,
+                    "statuses": list(statuses) if statuses else None,
+                    "keys": list(keys) if keys else None,
+                    "reason": f"%{reason_like}%" if reason_like else None,
+                    "older": older_than_seconds,
+                    "limit": limit,
+                },
+            )
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # -- operator actions ---------------------------------------------------------------
+    def apply_action(
+        self,
+        action: str,
+        endpoint: str,
+        keys: Sequence[str],
+        *,
+        actor: str,
+        from_statuses: Sequence[str],
+        to_status: str,
+        document: str | None = None,
+        reason: str | None = None,
+    ) -> list[str]:
+        """Moves the given rows between statuses and records who did it; returns the keys changed."""
+        if to_status not in STATUSES:
+            raise ValueError(f"unknown status {to_status!r}")
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    """
+                    UPDATE {schema}.records SET status = %(to)s, updated_at = now(),
+                        reason = coalesce(%(reason)s, reason),
+                        reason_source = CASE WHEN %(reason)s::text IS NULL THEN reason_source ELSE 'operator' END,
+                        document = coalesce(%(document)s, document),
+                        imported_hash = CASE WHEN %(to)s = 'imported' THEN content_hash ELSE imported_hash END,
+                        imported_at = CASE WHEN %(to)s = 'imported' THEN now() ELSE imported_at END
+                    WHERE endpoint = %(endpoint)s AND source_key = ANY(%(keys)s) AND status = ANY(%(from)s)
+                    RETURNING source_key
+                    """
+                ),
+                {
+                    "to": to_status,
+                    "reason": reason,
+                    "document": document,
+                    "endpoint": endpoint,
+                    "keys": list(keys),
+                    "from": list(from_statuses),
+                },
+            )
+            changed = [k for (k,) in cur.fetchall()]
+            for key in changed:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO {schema}.actions (actor, action, endpoint, source_key, detail)"
+                        " VALUES (%s, %s, %s, %s, %s)"
+                    ),
+                    (
+                        actor,
+                        action,
+                        endpoint,
+                        key,
+                        json.dumps({"to": to_status, "document": document, "reason": reason}),
+                    ),
+                )
+        return changed
+
+    def actions(self, limit: int = 100) -> list[dict[str, Any]]:
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT id, at, actor, action, endpoint, source_key, detail FROM {schema}.actions"
+                    " ORDER BY id DESC LIMIT %s"
+                ),
+                (limit,),
+            )
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def _execute_count(self, query: str, params: Sequence[Any]) -> int:
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(self._q(query), params)
+            return cur.rowcount
+
+
+def _copy_text(value: object) -> str:
+    """One value in COPY's text format (tab-separated, \\N for NULL)."""
+    if value is None:
+        return "\\N"
+    text = str(value)
+    if any(c in text for c in "\\\t\n\r"):
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
