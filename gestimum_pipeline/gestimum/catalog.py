@@ -217,3 +217,13 @@ def endpoint(name: str) -> Endpoint:
         return ENDPOINTS[name]
     except KeyError:
         raise KeyError(f"unknown endpoint {name!r}; known: {', '.join(ENDPOINTS)}") from None
+
+# Failure answers. Gestimum's docs show none: we assume the same envelope with
+# resultat "erreur" (see gestimum_pipeline/gestimum/journal.py), and classify its
+# message with these lowercase keywords.
+MESSAGE_KEYWORDS_CREDENTIALS = ("utilisateur", "mot de passe", "identifiant")
+MESSAGE_KEYWORDS_COMPANY_FILE = ("fichier", "société", "societe", "dossier")
+MESSAGE_KEYWORDS_NOT_FOUND = ("introuvable", "inexistant", "n'existe pas", "non trouvé", "impossible d'ouvrir")
+# A message about the request itself (e.g. "Paramètre obligatoire manquant : utilisateur")
+# is a protocol problem even when it names a credential field.
+MESSAGE_KEYWORDS_REQUEST = ("paramètre", "json", "corps de la requête", "en-tête")
