@@ -218,6 +218,7 @@ def endpoint(name: str) -> Endpoint:
     except KeyError:
         raise KeyError(f"unknown endpoint {name!r}; known: {', '.join(ENDPOINTS)}") from None
 
+
 # Failure answers. Gestimum's docs show none: we assume the same envelope with
 # resultat "erreur" (see gestimum_pipeline/gestimum/journal.py), and classify its
 # message with these lowercase keywords.
