@@ -6,6 +6,8 @@ stream the staged lines to Gestimum. Every step is bounded in memory, and every 
 whereabouts is durable in the state store between steps.
 """
 
+import os
+import re
 from datetime import timedelta
 
 import dagster as dg
@@ -30,8 +32,9 @@ from gestimum_pipeline.sync.mapping import mapper_for
 from gestimum_pipeline.sync.state import PARENTS, STOCK_ENDPOINT
 
 OWNERS = ["team:data-engineering"]
-# Sinks share one pool: with a limit of 1 (dagster.yaml), one sink writes to Gestimum at a time.
-GESTIMUM_POOL = "gestimum_company_file"
+# Sinks share the pool of their company file: with the instance's pool limit of 1
+# (dagster.yaml), one sink at a time writes to a company file, across all runs.
+GESTIMUM_POOL = "gestimum_" + re.sub(r"[^A-Za-z0-9_]", "_", os.environ.get("GESTIMUM_FICHIER", "").strip() or "default")
 RELATIONS = ("customers", "contacts", "stock_movements", "customer_item_references")
 SINK_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 

@@ -1,0 +1,212 @@
+"""The `gestimum-pipeline` command: demo, simulator, and the operator's quarantine tools."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+STATE_URL_HELP = "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL)"
+
+
+def _state_url(args: argparse.Namespace) -> str:
+    url = args.database_url or os.environ.get("SYNC_STATE_DATABASE_URL") or os.environ.get("CRM_DATABASE_URL")
+    if not url:
+        raise SystemExit("no state store: set SYNC_STATE_DATABASE_URL or CRM_DATABASE_URL, or pass --database-url")
+    return url
+
+
+def _open_state(args: argparse.Namespace) -> Any:
+    from gestimum_pipeline.db import DatabaseUnavailable
+    from gestimum_pipeline.sync.state import StateStore
+
+    try:
+        store = StateStore(_state_url(args), args.schema)
+        store.migrate()
+    except (DatabaseUnavailable, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
+    return store
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gestimum_pipeline.demo import run_demo
+
+    run_demo(
+        home=Path(args.home) if args.home else None,
+        database_url=args.database_url,
+        days=args.days,
+        customers_per_day=args.customers_per_day,
+    )
+    return 0
+
+
+def _cmd_simulator(args: argparse.Namespace) -> int:
+    from gestimum_pipeline.simulator.server import config_from_args, serve
+
+    serve(config_from_args(args), args.host, args.port)
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+_LIST_COLUMNS = ("endpoint", "source_key", "status", "attempts", "updated_at", "reason")
+
+
+def _cmd_rejections(args: argparse.Namespace) -> int:
+    store = _open_state(args)
+    try:
+        rows = store.records(
+            endpoint=args.endpoint,
+            statuses=args.status or ["rejected", "held", "delivery_unknown"],
+            reason_like=args.reason,
+            older_than_seconds=args.older_than_hours * 3600 if args.older_than_hours else None,
+            limit=args.limit,
+        )
+    finally:
+        store.close()
+    if args.json:
+        json.dump(
+            [{k: _jsonable(v) for k, v in r.items() if k != "line"} for r in rows],
+            sys.stdout,
+            ensure_ascii=False,
+            indent=2,
+        )
+        print()
+        return 0
+    if not rows:
+        print("nothing rejected, held or undelivered")
+        return 0
+    table = [[str(_jsonable(r[c]) if r[c] is not None else "") for c in _LIST_COLUMNS] for r in rows]
+    widths = [min(60, max(len(c), *(len(t[i]) for t in table))) for i, c in enumerate(_LIST_COLUMNS)]
+    print("  ".join(c.ljust(w) for c, w in zip(_LIST_COLUMNS, widths, strict=True)))
+    for t in table:
+        print("  ".join(v[:w].ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+    print(f"\n{len(rows)} rows")
+    return 0
+
+
+def _confirm(args: argparse.Namespace, what: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise SystemExit(f"refusing to {what} without confirmation: pass --yes")
+    answer = input(f"{what}? type 'yes' to confirm: ")
+    if answer.strip().lower() != "yes":
+        raise SystemExit("not confirmed; nothing changed")
+
+
+def _apply(args: argparse.Namespace, action: str, from_statuses: Sequence[str], to_status: str, **kw: Any) -> int:
+    from gestimum_pipeline.gestimum.catalog import ENDPOINTS
+
+    if args.endpoint not in ENDPOINTS:
+        raise SystemExit(f"unknown endpoint {args.endpoint!r}; one of {', '.join(ENDPOINTS)}")
+    _confirm(args, f"{action} {len(args.keys)} {args.endpoint} rows")
+    store = _open_state(args)
+    try:
+        changed = store.apply_action(
+            action, args.endpoint, args.keys, actor=args.actor, from_statuses=from_statuses, to_status=to_status, **kw
+        )
+    finally:
+        store.close()
+    skipped = sorted(set(args.keys) - set(changed))
+    print(f"{action}: {len(changed)} rows now {to_status}")
+    if skipped:
+        print(f"not changed (not in {'/'.join(from_statuses)}): {', '.join(skipped)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
+    return _apply(args, "retry", ("rejected", "held"), "pending")
+
+
+def _cmd_ignore(args: argparse.Namespace) -> int:
+    return _apply(args, "ignore", ("rejected", "held", "pending"), "ignored", reason=args.note)
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    args.endpoint = "documents_stock"
+    if args.delivered:
+        if not args.document:
+            raise SystemExit("--delivered needs --document: the Gestimum document these movements became")
+        return _apply(args, "reconcile-delivered", ("delivery_unknown",), "imported", document=args.document)
+    return _apply(args, "reconcile-release", ("delivery_unknown",), "pending")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gestimum-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole sync on an embedded PostgreSQL and the simulator")
+    demo.add_argument("--home", help="where the embedded PostgreSQL and DAGSTER_HOME live")
+    demo.add_argument("--database-url", help="use this PostgreSQL server instead of the embedded one")
+    demo.add_argument("--days", type=int, default=3)
+    demo.add_argument("--customers-per-day", type=int, default=20)
+    demo.set_defaults(func=_cmd_demo)
+
+    from gestimum_pipeline.simulator.server import add_cli_arguments
+
+    sim = sub.add_parser("simulator", help="run the Gestimum simulator (a real HTTP server)")
+    add_cli_arguments(sim)
+    sim.set_defaults(func=_cmd_simulator)
+
+    def state_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help=STATE_URL_HELP)
+        p.add_argument("--schema", default="gestimum_sync")
+
+    rej = sub.add_parser("rejections", help="list rejected, held and undelivered rows")
+    state_args(rej)
+    rej.add_argument("--endpoint")
+    rej.add_argument(
+        "--status", action="append", help="rejected, held, delivery_unknown, pending, ignored… (repeatable)"
+    )
+    rej.add_argument("--reason", help="substring of the reason")
+    rej.add_argument("--older-than-hours", type=float)
+    rej.add_argument("--limit", type=int, default=1000)
+    rej.add_argument("--json", action="store_true")
+    rej.set_defaults(func=_cmd_rejections)
+
+    def action_args(p: argparse.ArgumentParser, with_endpoint: bool = True) -> None:
+        state_args(p)
+        if with_endpoint:
+            p.add_argument("--endpoint", required=True)
+        p.add_argument("keys", nargs="+", help="source keys (see `rejections`)")
+        p.add_argument("--actor", default=getpass.getuser(), help="who is acting (recorded)")
+        p.add_argument("--yes", action="store_true", help="confirm without prompting")
+
+    retry = sub.add_parser("retry", help="re-queue rejected or held rows for the next run")
+    action_args(retry)
+    retry.set_defaults(func=_cmd_retry)
+
+    ignore = sub.add_parser("ignore", help="mark rows ignored (re-opened if the CRM row changes)")
+    action_args(ignore)
+    ignore.add_argument("--note", help="why (recorded)")
+    ignore.set_defaults(func=_cmd_ignore)
+
+    rec = sub.add_parser("reconcile", help="settle stock movements whose delivery is unknown")
+    action_args(rec, with_endpoint=False)
+    mode = rec.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--delivered", action="store_true", help="Gestimum has them: record the document")
+    mode.add_argument("--release", action="store_true", help="Gestimum does not have them: send them again")
+    rec.add_argument("--document", help="the Gestimum document number (with --delivered)")
+    rec.set_defaults(func=_cmd_reconcile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""`gestimum-pipeline demo`: the whole sync on an embedded PostgreSQL and the simulator.
+
+Needs no configuration: it starts an embedded PostgreSQL (pgserver), loads demo data
+(including rows Gestimum or our validation will reject), starts the Gestimum simulator,
+runs the real Dagster job over the demo's days in one run, and prints a per-endpoint
+summary from the run's own asset metadata and the state store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+DEMO_DATABASE = "gestimum_demo"
+DEMO_DAYS = 3
+
+
+@dataclass
+class EndpointSummary:
+    endpoint: str
+    rows_read: int = 0
+    rejected_locally: int = 0
+    sent: int = 0
+    imported: int = 0
+    rejected_by_gestimum: int = 0
+    held: int = 0
+    requests: int = 0
+    documents: int = 0
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "gestimum-pipeline"
+
+
+def demo_days(today: date, days: int = DEMO_DAYS) -> list[date]:
+    return [today - timedelta(days=days - 1 - i) for i in range(days)]
+
+
+def run_demo(
+    *,
+    home: Path | None = None,
+    database_url: str | None = None,
+    days: int = DEMO_DAYS,
+    customers_per_day: int = 20,
+    out: TextIO = sys.stdout,
+) -> dict[str, EndpointSummary]:
+    """Runs the demo end to end and returns the per-endpoint summary it printed."""
+    # Imported here: the CLI's other commands should not pay for these imports.
+    from gestimum_pipeline.crm.ddl import create_reference_schema
+    from gestimum_pipeline.crm.demo import DEMO_ITEMS, DEMO_WAREHOUSES, load_demo_data
+    from gestimum_pipeline.db import connect, redact_url, with_database
+    from gestimum_pipeline.embedded import EmbeddedPostgres
+    from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
+
+    home = home or default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    timezone = os.environ.get("GESTIMUM_SYNC_TIMEZONE", "Europe/Paris")
+    today = datetime.now(ZoneInfo(timezone)).date()
+    day_list = demo_days(today, days)
+
+    embedded: EmbeddedPostgres | None = None
+    if database_url is None:
+        print(f"Starting the embedded PostgreSQL in {home / 'pg'} …", file=out)
+        embedded = EmbeddedPostgres(home / "pg").start()
+        server_url = embedded.url
+    else:
+        server_url = database_url
+    admin = connect(server_url, setting="--database-url", autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            # A fresh database each time, so the summary always describes this demo alone.
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (DEMO_DATABASE,),
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}"')
+            cur.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    finally:
+        admin.close()
+    crm_url = with_database(server_url, DEMO_DATABASE)
+    conn = connect(crm_url, setting="--database-url")
+    try:
+        create_reference_schema(conn, "crm")
+        loaded = load_demo_data(conn, "crm", days=day_list, customers_per_day=customers_per_day, tz=timezone)
+        conn.commit()
+    finally:
+        conn.close()
+    print(f"Loaded demo CRM into {redact_url(crm_url)}: {loaded}", file=out)
+
+    simulator = GestimumSimulator(SimulatorConfig(items=tuple(DEMO_ITEMS), warehouses=tuple(DEMO_WAREHOUSES)))
+    simulator.start()
+    print(f"Gestimum simulator listening on {simulator.url}", file=out)
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(
+            "# Instance of `gestimum-pipeline demo` (SQLite storage here).\ntelemetry:\n  enabled: false\n"
+        )
+    env = {
+        "CRM_DATABASE_URL": crm_url,
+        "GESTIMUM_URL": simulator.url,
+        "GESTIMUM_FICHIER": "DEMO.Gestimum",
+        "GESTIMUM_UTILISATEUR": "DEMO",
+        "GESTIMUM_MOT_PASSE": "",
+        "GESTIMUM_SYNC_START_DATE": day_list[0].isoformat(),
+        "GESTIMUM_SYNC_TIMEZONE": timezone,
+        "DAGSTER_HOME": str(dagster_home),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        summary, run_id = _run_job(day_list, out)
+    finally:
+        simulator.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if embedded is not None:
+            embedded.stop()
+    _print_summary(summary, out)
+    print(
+        f"\nRun {run_id} is recorded in {dagster_home}. To browse it in the Dagster UI:\n"
+        f"  DAGSTER_HOME={dagster_home} dagster dev -m gestimum_pipeline.definitions\n"
+        "(the UI shows the run, its asset metadata and checks; re-running needs the environment of README's "
+        "'Configuration').",
+        file=out,
+    )
+    return summary
+
+
+def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
+    import warnings
+
+    import dagster as dg
+
+    # The demo prints a summary; our deliberate use of beta APIs (backfill policy) is not news there.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+    # Imported after the environment is set: partitions and resources read it at load time.
+    from gestimum_pipeline.definitions import defs
+    from gestimum_pipeline.defs.resources import SyncStateDatabase
+
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def("gestimum_sync")
+    first, last = day_list[0].isoformat(), day_list[-1].isoformat()
+    print(f"Running job gestimum_sync over partitions {first}...{last} in one run …", file=out)
+    result = job.execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        raise_on_error=False,
+        # The step-by-step event log is in the run (and the UI); the terminal gets warnings only.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    summary: dict[str, EndpointSummary] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        kind, name = mat.asset_key.path[0], mat.asset_key.path[-1]
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        if kind == "transform":
+            s = summary.setdefault(name, EndpointSummary(name))
+            s.rows_read = int(meta.get("rows_read", 0))
+            s.rejected_locally = int(meta.get("rejected_locally", 0))
+        elif kind == "gestimum":
+            s = summary.setdefault(name, EndpointSummary(name))
+            s.sent = int(meta.get("lines_sent", 0))
+            s.imported = int(meta.get("imported", 0))
+            s.rejected_by_gestimum = int(meta.get("rejected", 0))
+            s.held = int(meta.get("held_for_parent", 0))
+            s.requests = int(meta.get("requests", 0))
+            s.documents = int(meta.get("documents_created", 0))
+    state = SyncStateDatabase(url=os.environ["CRM_DATABASE_URL"]).open()
+    try:
+        counts = state.counts()
+    finally:
+        state.close()
+    for name, s in summary.items():
+        s.held = counts.get(name, {}).get("held", s.held)
+    if not result.success:
+        failures = [e.message for e in result.all_events if e.is_failure]
+        raise SystemExit("The demo run failed:\n" + "\n".join(str(f) for f in failures))
+    leftover = {e: c for e, c in counts.items() if c.get("pending") or c.get("in_flight")}
+    if leftover:
+        raise SystemExit(f"Rows left unsent after the demo run: {leftover}")
+    return summary, result.run_id
+
+
+def _print_summary(summary: dict[str, EndpointSummary], out: TextIO) -> None:
+    order = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
+    headers = ("endpoint", "rows read", "rejected locally", "sent", "imported", "rejected", "held", "requests", "docs")
+    rows = [
+        (
+            s.endpoint,
+            s.rows_read,
+            s.rejected_locally,
+            s.sent,
+            s.imported,
+            s.rejected_by_gestimum,
+            s.held,
+            s.requests,
+            s.documents,
+        )
+        for s in (summary[e] for e in order if e in summary)
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    print("", file=out)
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=out)
+    for r in rows:
+        print(
+            "  ".join(
+                str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            ),
+            file=out,
+        )

@@ -1,0 +1,157 @@
+"""Helpers shared by the end-to-end tests: run the real asset graph against a CRM and the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from gestimum_pipeline.db import connect
+from gestimum_pipeline.defs.assets import sink_assets, source_assets, transform_assets
+from gestimum_pipeline.defs.checks import state_checks
+from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.schedules import sync_job
+from gestimum_pipeline.sync.state import StateStore
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass
+class SyncRun:
+    success: bool
+    metadata: dict[str, dict[str, Any]]  # asset key ("gestimum/clients") -> metadata values
+    order: list[str]  # asset keys in materialization order
+    failures: list[str]
+    result: Any
+
+
+def resources(crm_url: str, gestimum_url: str, **options: Any) -> dict[str, Any]:
+    api_overrides = {k[4:]: options.pop(k) for k in list(options) if k.startswith("api_")}
+    api = {
+        "url": gestimum_url,
+        "company_file": "DEMO.Gestimum",
+        "user": "DEMO",
+        "password": "",
+        "backoff_seconds": 0.01,
+        "max_retries": 2,
+        **api_overrides,
+    }
+    return {
+        "crm": CrmDatabase(url=crm_url),
+        "gestimum": GestimumApi(**api),
+        "sync_state": SyncStateDatabase(url=crm_url),
+        "sync_options": SyncOptions(**options),
+    }
+
+
+def run_sync(
+    crm_url: str,
+    gestimum_url: str,
+    *,
+    partition: str | None = None,
+    partition_range: tuple[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    **options: Any,
+) -> SyncRun:
+    """Runs the whole job (sources → transforms → sinks → checks) in process, like a scheduled run."""
+    defs = dg.Definitions(
+        assets=[*source_assets, *transform_assets, *sink_assets],
+        asset_checks=state_checks,
+        jobs=[sync_job],
+        resources=resources(crm_url, gestimum_url, **options),
+    )
+    job = defs.resolve_job_def("gestimum_sync")
+    kwargs: dict[str, Any] = {"raise_on_error": False, "instance": instance or dg.DagsterInstance.ephemeral()}
+    if partition_range:
+        kwargs["tags"] = {RANGE_START_TAG: partition_range[0], RANGE_END_TAG: partition_range[1]}
+    else:
+        kwargs["partition_key"] = partition
+    result = job.execute_in_process(**kwargs)
+    metadata: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        key = mat.asset_key.to_user_string()
+        order.append(key)
+        metadata[key] = {k: v.value for k, v in mat.metadata.items()}
+    failures = [str(e.event_specific_data.error.message) for e in result.all_events if e.is_step_failure]
+    return SyncRun(result.success, metadata, order, failures, result)
+
+
+def execute(url: str, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            for query, params in statements:
+                cur.execute(query, params)
+    finally:
+        conn.close()
+
+
+def insert_customers(url: str, rows: Iterable[Sequence[Any]]) -> None:
+    execute(
+        url,
+        (
+            (
+                "INSERT INTO crm.customers (code, name, street, street2, postal_code, city, email, phone, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                r,
+            )
+            for r in rows
+        ),
+    )
+
+
+def insert_contacts(url: str, rows: Iterable[Sequence[Any]]) -> None:
+    execute(
+        url,
+        (
+            (
+                "INSERT INTO crm.contacts (code, customer_code, last_name, first_name, email, phone, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                r,
+            )
+            for r in rows
+        ),
+    )
+
+
+def insert_movements(url: str, rows: Iterable[Sequence[Any]]) -> None:
+    execute(
+        url,
+        (
+            (
+                "INSERT INTO crm.stock_movements (id, direction, warehouse_code, item_code, quantity, moved_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                r,
+            )
+            for r in rows
+        ),
+    )
+
+
+def insert_references(url: str, rows: Iterable[Sequence[Any]]) -> None:
+    execute(
+        url,
+        (
+            (
+                "INSERT INTO crm.customer_item_references"
+                " (customer_code, item_code, customer_reference, customer_price, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                r,
+            )
+            for r in rows
+        ),
+    )
+
+
+def state_records(url: str, endpoint: str) -> dict[str, dict[str, Any]]:
+    with StateStore(url) as store:
+        return {r["source_key"]: r for r in store.records(endpoint=endpoint)}
+
+
+def sent_lines(run: SyncRun) -> dict[str, int]:
+    return {k: v["lines_sent"] for k, v in run.metadata.items() if k.startswith("gestimum/")}
