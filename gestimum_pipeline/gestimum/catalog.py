@@ -228,3 +228,49 @@ MESSAGE_KEYWORDS_NOT_FOUND = ("introuvable", "inexistant", "n'existe pas", "non 
 # A message about the request itself (e.g. "Paramètre obligatoire manquant : utilisateur")
 # is a protocol problem even when it names a credential field.
 MESSAGE_KEYWORDS_REQUEST = ("paramètre", "json", "corps de la requête", "en-tête")
+
+# Simulator answers (wire format). Gestimum documents only successful imports: the
+# failure messages and per-line reasons below are the simulator's assumption
+# (docs/simulator.md). Unknown references start with the documented "Code manquant".
+COMPANY_DIRECTORY = "C:\\ProgramData\\Gestimum\\"
+TASK_PREFIX = "Importer"
+ERROR_INVALID_JSON = "Le corps de la requête n'est pas un objet JSON valide"
+ERROR_ROOT_KEY = "Le corps de la requête doit contenir la seule clé {key}"
+ERROR_DUPLICATE_PARAMETER = "Paramètre en double : {key}"
+ERROR_MISSING_PARAMETER = "Paramètre obligatoire manquant : {key}"
+ERROR_UNKNOWN_PARAMETER = "Paramètre inconnu : {key}"
+ERROR_INVALID_PARAMETER = "Valeur incorrecte pour le paramètre {key} (attendu : {expected})"
+EXPECTED_OBJECT = "un objet"
+EXPECTED_TEXT = "une chaîne de caractères"
+EXPECTED_YES_NO = f"{YES} ou {NO}"
+EXPECTED_ONE_CHARACTER = "un seul caractère"
+EXPECTED_QUALIFIER = "vide ou un seul caractère, différent du séparateur"
+EXPECTED_LINES = "un tableau de chaînes de caractères"
+EXPECTED_EMPTY = "vide"
+EXPECTED_OR = " ou "
+ERROR_UNKNOWN_COMPANY = "Le fichier société {path} est introuvable"
+ERROR_BAD_CREDENTIALS = "Utilisateur ou mot de passe incorrect"
+ERROR_VERSION = "La tâche {task} nécessite la version {required} de Gestimum (version installée : {version})"
+ERROR_HEADER_MISSING = "En-tête manquant"
+ERROR_HEADER_SYNTAX = "En-tête mal formé"
+ERROR_HEADER_UNKNOWN_FIELD = "Champ inconnu dans l'en-tête : {code}"
+ERROR_HEADER_DUPLICATE_FIELD = "Champ en double dans l'en-tête : {code}"
+REASON_CODE_MISSING = "Code manquant"
+REASON_REQUIRED_MISSING = "Champ obligatoire manquant : {field}"
+REASON_SYNTAX = "Ligne mal formée (séparateur ou identificateur de texte incorrect)"
+REASON_LINE_BREAK = "Saut de ligne interdit à l'intérieur d'une ligne"
+REASON_TOO_MANY_FIELDS = "Trop de champs : {count} pour {expected} attendus"
+REASON_CONTROL_CHARACTER = "Caractère de contrôle interdit dans le champ {field}"
+REASON_CHARSET = "Caractère {char} non représentable ({charset}) dans le champ {field}"
+REASON_TOO_LONG = "Valeur trop longue pour le champ {field} : {length} caractères (maximum {max_length})"
+REASON_BAD_NUMBER = "Nombre incorrect pour le champ {field} : {value}"
+REASON_TOO_MANY_DECIMALS = "Trop de décimales pour le champ {field} : {value} (maximum {max_decimals})"
+REASON_NOT_POSITIVE = "Le champ {field} doit être strictement positif : {value}"
+REASON_BAD_VALUE = "Valeur incorrecte pour le champ {field} : {value} (attendu : {expected})"
+REASON_CUSTOMER_ACCOUNT_WITHOUT_CODE = "Code manquant : un compte de type C doit indiquer PCF_CODE"
+REASON_UNKNOWN_ACCOUNT = "Code manquant : le compte {code} n'existe pas"
+REASON_UNKNOWN_CUSTOMER = "Code manquant : le client {code} n'existe pas"
+REASON_UNKNOWN_ITEM = "Code manquant : l'article {code} n'existe pas"
+REASON_UNKNOWN_WAREHOUSE = "Code manquant : le dépôt {code} n'existe pas"
+# Stock document number prefixes: ENT is documented (ENT17-00017), SOR is our guess.
+STOCK_DOCUMENT_PREFIXES = {STOCK_ENTRY: "ENT", STOCK_EXIT: "SOR"}
