@@ -1,0 +1,126 @@
+"""The sync state store on a real PostgreSQL: migrations, staging rules, holds and releases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from gestimum_pipeline.gestimum.encoding import LineEncoder
+from gestimum_pipeline.sync.mapping import MappedRow, clients_mapper, contacts_mapper, documents_stock_mapper
+from gestimum_pipeline.sync.state import Outcome, StateStore
+
+ENC = LineEncoder()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[StateStore]:
+    s = StateStore(database_url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def statuses(store: StateStore, endpoint: str) -> dict[str, str]:
+    return {r["source_key"]: r["status"] for r in store.records(endpoint=endpoint)}
+
+
+def client(code: str, name: str) -> MappedRow:
+    return clients_mapper(ENC).map((code, name, None, None, None, None, None, None, None))
+
+
+def test_migrate_is_idempotent(database_url: str) -> None:
+    with StateStore(database_url) as a, StateStore(database_url) as b:
+        assert a.migrate() == b.migrate() == a.migrate() == 1
+        assert a.counts() == {}
+
+
+def test_unchanged_rows_are_left_alone_and_changes_re_staged(store: StateStore) -> None:
+    first = store.stage("clients", [client("C1", "A"), client("C2", "B")], partition="p", run_id="r1")
+    assert (first.staged, first.rejected, first.unchanged) == (2, 0, 0)
+    store.mark_in_flight("clients", ["C1", "C2"], request_id="q1", run_id="r1")
+    store.record_outcomes("clients", [Outcome("C1", True), Outcome("C2", False, reason="Code manquant")])
+    again = store.stage("clients", [client("C1", "A"), client("C2", "B")], partition="p", run_id="r2")
+    assert (again.staged, again.unchanged) == (0, 2)
+    assert statuses(store, "clients") == {"C1": "imported", "C2": "rejected"}
+    changed = store.stage("clients", [client("C1", "A2"), client("C2", "B")], partition="p", run_id="r3")
+    assert (changed.staged, changed.unchanged) == (1, 1)
+    forced = store.stage("clients", [client("C2", "B")], partition="p", run_id="r4", force=True)
+    assert forced.staged == 1
+    assert statuses(store, "clients") == {"C1": "pending", "C2": "pending"}
+
+
+def test_stock_movements_are_never_re_staged_once_known(store: StateStore) -> None:
+    mapper = documents_stock_mapper(ENC)
+    row = mapper.map((1, "in", "001", "ELS", 5, None))
+    store.stage("documents_stock", [row], partition="p", run_id="r1")
+    store.mark_in_flight("documents_stock", ["1"], request_id="q", run_id="r1")
+    store.record_outcomes("documents_stock", [Outcome("1", True, document="ENT26-00001")])
+    changed = mapper.map((1, "in", "001", "ELS", 6, None))
+    counts = store.stage("documents_stock", [changed], partition="p", run_id="r2", force=True)
+    assert counts.staged == 0
+    record = store.records(endpoint="documents_stock")[0]
+    assert (record["status"], record["document"]) == ("imported", "ENT26-00001")
+
+
+def test_in_flight_leftovers_recover_differently_for_stock_and_master_data(store: StateStore) -> None:
+    store.stage("clients", [client("C1", "A")], partition="p", run_id="r")
+    store.stage(
+        "documents_stock",
+        [documents_stock_mapper(ENC).map((1, "in", "001", "ELS", 5, None))],
+        partition="p",
+        run_id="r",
+    )
+    store.mark_in_flight("clients", ["C1"], request_id="q1", run_id="r")
+    store.mark_in_flight("documents_stock", ["1"], request_id="q2", run_id="r")
+    assert store.recover_in_flight("clients") == 1
+    assert store.recover_in_flight("documents_stock") == 1
+    assert statuses(store, "clients") == {"C1": "pending"}
+    stock = store.records(endpoint="documents_stock")[0]
+    assert stock["status"] == "delivery_unknown" and "q2" in stock["reason"]
+
+
+def test_children_of_rejected_parents_are_held_then_released(store: StateStore) -> None:
+    store.stage("clients", [client("C1", "A")], partition="p", run_id="r")
+    store.mark_in_flight("clients", ["C1"], request_id="q", run_id="r")
+    store.record_outcomes("clients", [Outcome("C1", False, reason="Compte inexistant")])
+    contact = contacts_mapper(ENC).map(("K1", "C1", "Dupont", None, None, None, None))
+    store.stage("contacts", [contact], partition="p", run_id="r")
+    assert store.hold_orphans("contacts") == 1
+    held = store.records(endpoint="contacts")[0]
+    assert held["status"] == "held" and "C1" in held["reason"] and "Compte inexistant" in held["reason"]
+    assert list(store.iter_pending("contacts")) == []
+    # The parent imports later: the child is released with its line intact.
+    store.stage("clients", [client("C1", "A fixed")], partition="p", run_id="r2")
+    store.mark_in_flight("clients", ["C1"], request_id="q2", run_id="r2")
+    store.record_outcomes("clients", [Outcome("C1", True)])
+    assert store.release_children("contacts") == 1
+    assert [p.line for p in store.iter_pending("contacts")] == [contact.line]
+
+
+def test_operator_actions_are_recorded(store: StateStore) -> None:
+    store.stage(
+        "documents_stock",
+        [documents_stock_mapper(ENC).map((9, "in", "001", "ELS", 5, None))],
+        partition="p",
+        run_id="r",
+    )
+    store.mark_in_flight("documents_stock", ["9"], request_id="q", run_id="r")
+    store.settle_in_flight("documents_stock", ["9"], delivered=None, reason="timeout")
+    changed = store.apply_action(
+        "reconcile-delivered",
+        "documents_stock",
+        ["9", "10"],
+        actor="alice",
+        from_statuses=["delivery_unknown"],
+        to_status="imported",
+        document="ENT26-00042",
+    )
+    assert changed == ["9"]
+    record = store.records(endpoint="documents_stock")[0]
+    assert (record["status"], record["document"]) == ("imported", "ENT26-00042")
+    action = store.actions()[0]
+    assert (action["actor"], action["action"], action["source_key"]) == ("alice", "reconcile-delivered", "9")
+    assert action["at"] is not None
