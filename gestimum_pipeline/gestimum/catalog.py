@@ -274,3 +274,6 @@ REASON_UNKNOWN_ITEM = "Code manquant : l'article {code} n'existe pas"
 REASON_UNKNOWN_WAREHOUSE = "Code manquant : le dépôt {code} n'existe pas"
 # Stock document number prefixes: ENT is documented (ENT17-00017), SOR is our guess.
 STOCK_DOCUMENT_PREFIXES = {STOCK_ENTRY: "ENT", STOCK_EXIT: "SOR"}
+# A 404 whose message is about the Gestimum version (endpoint newer than the server)
+# is not about the company file.
+MESSAGE_KEYWORDS_VERSION = ("version",)

@@ -25,6 +25,7 @@ from gestimum_pipeline.gestimum.catalog import (
     MESSAGE_KEYWORDS_CREDENTIALS,
     MESSAGE_KEYWORDS_NOT_FOUND,
     MESSAGE_KEYWORDS_REQUEST,
+    MESSAGE_KEYWORDS_VERSION,
     RESPONSE_JOURNAL,
     RESPONSE_MESSAGE,
     RESPONSE_RESULT,
@@ -138,8 +139,9 @@ def classify_failure(
     Gestimum does not document its failure messages: we look for keywords (catalog
     MESSAGE_KEYWORDS_*). 400 and messages about the request itself are protocol
     errors; 401/403 are credentials unless the message is about the company file; a
-    404 or a 200 is an authentication error only when its message says which one.
-    Gestimum's own words are always quoted so the operator can judge.
+    404 is the company file (the simulator's convention) unless the message is about
+    the request or the version; a 200 is an authentication error only when its message
+    says which one. Gestimum's own words are always quoted so the operator can judge.
     """
     text = message.strip() if isinstance(message, str) else ""
     quoted = repr(text) if text else "no message"
@@ -151,8 +153,11 @@ def classify_failure(
         k in low for k in MESSAGE_KEYWORDS_NOT_FOUND
     )
     about_request = any(k in low for k in MESSAGE_KEYWORDS_REQUEST)
+    about_version = any(k in low for k in MESSAGE_KEYWORDS_VERSION)
     if status not in (None, 200, 401, 403, 404) or (about_request and status not in (401, 403)):
         about_credentials = about_company_file = False
+    elif status == 404 and not about_credentials and not about_version:
+        about_company_file = True
     http = f"HTTP {status}, " if status is not None else ""
     if about_credentials or (status in (401, 403) and not about_company_file):
         return GestimumAuthenticationError(
