@@ -579,7 +579,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--decimal-separator",
         choices=DECIMAL_SEPARATORS,
         default=defaults.decimal_separator,
-        help="decimal separator of MVT_QTE and ART_PCLIENT (default: %(default)s)",
+        metavar="SEP",
+        help="decimal separator of MVT_QTE and ART_PCLIENT, ',' or '.' (default: '%(default)s')",
     )
     parser.add_argument(
         "--version",
