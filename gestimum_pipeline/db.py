@@ -1,0 +1,245 @@
+"""Database URLs, engines, raw connections and identifiers, in one place.
+
+Users configure plain libpq-style URLs (``postgresql://user:pw@host:5432/db``, or
+the unix-socket form ``postgresql://user@/db?host=/run/postgresql`` that the
+embedded server hands out). SQLAlchemy 2.1 maps a plain ``postgresql://`` URL to
+psycopg 3, which we do not ship, so every URL goes through :func:`normalize_url`
+and explicitly names psycopg2. Bulk reads and COPY use raw psycopg2 connections
+(:func:`connect`), for server-side cursors.
+
+Nothing here ever puts a password in an exception message or a log line: use
+:func:`redact_url` for anything shown to a human.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import sqlalchemy
+from psycopg2 import sql
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+APPLICATION_NAME = "gestimum-pipeline"
+DEFAULT_DRIVER = "psycopg2"
+DEFAULT_CONNECT_TIMEOUT = 10  # seconds; a wrong host must fail fast, not hang a run
+
+_POSTGRES_NAMES = ("postgresql", "postgres")
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+# `scheme://user:PASSWORD@rest`: the password runs up to the *last* `@`, so a
+# password holding an unencoded `@` or `/` is still hidden (over-hiding is harmless).
+_URL_PASSWORD_RE = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)(?P<password>.*)@(?P<tail>[^@]*)$")
+# `password=...` as a URL query parameter or a libpq keyword (`key=value key2='v a'`).
+_PARAM_PASSWORD_RE = re.compile(
+    r"(?P<key>(?:^|[?&\s])password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE
+)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """A database could not be reached; the message names the setting, never the password."""
+
+    def __init__(self, setting: str, url: str, reason: str):
+        self.setting = setting
+        self.url = redact_url(url)
+        self.reason = reason
+        super().__init__(f"cannot connect to {setting} ({self.url}): {reason}")
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by ``***``; safe on malformed input too."""
+    if not isinstance(url, str):
+        return "<not a string>"
+    redacted = url
+    match = _URL_PASSWORD_RE.match(redacted)
+    if match and match.group("password"):
+        redacted = f"{match.group('head')}***@{match.group('tail')}"
+    return _PARAM_PASSWORD_RE.sub(lambda m: f"{m.group('key')}***" if m.group("value") else m.group(0), redacted)
+
+
+def _parse(url: str, setting: str) -> URL:
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"{setting} is empty; expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    try:
+        return make_url(url.strip())
+    except ArgumentError:
+        # Not echoed: where a password sits in an unparsable string is anyone's guess.
+        raise ValueError(
+            f"{setting} is not a valid database URL; expected postgresql://user:password@host:port/dbname"
+        ) from None
+    except ValueError:  # parsed, but the port is not a number
+        raise ValueError(f"{setting} has an invalid port: {redact_url(url)}") from None
+
+
+def _normalized(url: str, setting: str) -> URL:
+    parsed = _parse(url, setting)
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in _POSTGRES_NAMES:
+        raise ValueError(
+            f"{setting} must be a PostgreSQL URL (postgresql://...), got scheme {backend!r}: {redact_url(url)}"
+        )
+    # A driver the user named explicitly is kept: it is their choice to install it.
+    return parsed.set(drivername=f"postgresql+{driver or DEFAULT_DRIVER}")
+
+
+def normalize_url(url: str, *, setting: str = "database URL") -> str:
+    """Return a SQLAlchemy URL that names its driver: plain PostgreSQL URLs get psycopg2.
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg2://``; an
+    explicit ``postgresql+<driver>://`` is kept. Raises ValueError (naming `setting`,
+    without the password) for an empty, malformed or non-PostgreSQL URL.
+    """
+    return _normalized(url, setting).render_as_string(hide_password=False)
+
+
+def with_database(url: str, database: str) -> str:
+    """Return `url` pointing at another database on the same server (scheme unchanged)."""
+    return _parse(url, "database URL").set(database=database).render_as_string(hide_password=False)
+
+
+def psycopg2_dsn(url: str, *, setting: str = "database URL") -> str:
+    """Return a libpq keyword DSN for psycopg2.connect, from any accepted PostgreSQL URL.
+
+    Query parameters are libpq keywords and pass through, so the socket form
+    ``?host=/path`` works; a repeated ``host`` becomes libpq's comma-separated list.
+    ``application_name`` and ``connect_timeout`` get defaults unless given.
+    """
+    parsed = _normalized(url, setting)
+    params: dict[str, Any] = {}
+    for key, value in parsed.query.items():
+        params[key] = ",".join(value) if isinstance(value, tuple) else value
+    if parsed.host is not None and "host" not in params:
+        params["host"] = parsed.host
+    if parsed.port is not None and "port" not in params:
+        params["port"] = parsed.port
+    if parsed.username:
+        params["user"] = parsed.username
+    if parsed.password:
+        params["password"] = parsed.password
+    if parsed.database:
+        params["dbname"] = parsed.database
+    params.setdefault("application_name", APPLICATION_NAME)
+    params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def make_engine(url: str, *, setting: str = "database URL", **kwargs: Any) -> sqlalchemy.Engine:
+    """Create a SQLAlchemy engine on psycopg2, with pre-ping and our application_name.
+
+    Extra keyword arguments go to :func:`sqlalchemy.create_engine`; ``connect_args``
+    are merged with ours (yours win).
+    """
+    normalized = _normalized(url, setting)
+    connect_args: dict[str, Any] = {}
+    if "application_name" not in normalized.query:
+        connect_args["application_name"] = APPLICATION_NAME
+    if "connect_timeout" not in normalized.query:
+        connect_args["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+    connect_args.update(kwargs.pop("connect_args", {}))
+    kwargs.setdefault("pool_pre_ping", True)  # connections die across long idle gaps between runs
+    return sqlalchemy.create_engine(normalized, connect_args=connect_args, **kwargs)
+
+
+def _reason(exc: BaseException, password: object) -> str:
+    """One line from a driver error, with the password scrubbed in case it was echoed."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(password, str) and password:
+        text = text.replace(password, "***")
+    return text
+
+
+def connect(
+    url: str,
+    setting: str = "CRM_DATABASE_URL",
+    *,
+    autocommit: bool = False,
+) -> psycopg2.extensions.connection:
+    """Open a raw psycopg2 connection; the caller owns (and closes) it.
+
+    Raises ValueError for a bad URL and DatabaseUnavailable when the server cannot be
+    reached or refuses us; both name `setting` and hide the password.
+    """
+    dsn = psycopg2_dsn(url, setting=setting)
+    try:
+        conn = psycopg2.connect(dsn)
+    except psycopg2.Error as exc:
+        parsed = _parse(url, setting)
+        password = parsed.password or parsed.query.get("password")
+        # `from None`: the driver exception adds nothing the reason lacks.
+        raise DatabaseUnavailable(setting, url, _reason(exc, password)) from None
+    conn.autocommit = autocommit
+    return conn
+
+
+def create_database(server_url: str, name: str, *, setting: str = "database URL") -> str:
+    """Create database `name` on the server of `server_url` unless it exists; return its URL.
+
+    Needs a role allowed to CREATE DATABASE. The returned URL keeps the scheme of
+    `server_url` (a plain postgresql:// stays plain).
+    """
+    validate_identifier(name, "database name")
+    conn = connect(server_url, setting, autocommit=True)  # CREATE DATABASE refuses transactions
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                # Another process may create it between our check and our CREATE.
+                with contextlib.suppress(psycopg2.errors.DuplicateDatabase):
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str, *, setting: str = "database URL") -> None:
+    """Drop database `name` if it exists, disconnecting its sessions first."""
+    validate_identifier(name, "database name")
+    conn = connect(server_url, setting, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            if conn.server_version >= 130000:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            else:  # before 13: terminate, then drop (a racing new session makes the drop fail loudly)
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                    " AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- identifiers
+
+
+def validate_identifier(name: str, what: str) -> str:
+    """Return `name` if it is a plain SQL identifier, else raise ValueError naming `what`.
+
+    Configured names (schema, relations) are then always quoted, so they are
+    case-sensitive: ``CRM`` and ``crm`` are different schemas.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER_RE.fullmatch(name):
+        raise ValueError(
+            f"{what} must be a plain SQL identifier (letters, digits, underscore; not starting "
+            f"with a digit; at most 63 characters), got {name!r}"
+        )
+    return name
+
+
+def ident(name: str, what: str) -> sql.Identifier:
+    """A validated identifier ready for :mod:`psycopg2.sql` composition."""
+    return sql.Identifier(validate_identifier(name, what))
+
+
+def quote_ident(name: str, what: str) -> str:
+    """Return the validated identifier double-quoted, for SQL built without psycopg2.sql."""
+    return '"' + validate_identifier(name, what).replace('"', '""') + '"'
