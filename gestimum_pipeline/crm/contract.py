@@ -1,0 +1,126 @@
+"""The source contract: the four relations the pipeline reads from the CRM.
+
+They live in one configurable schema (default ``crm``). A CRM shaped differently
+exposes views with these names and columns; extra columns are ignored. Tables,
+views, materialized views, foreign and partitioned tables all qualify.
+
+Change columns drive incremental reads and must be ``timestamptz``: a naive
+``timestamp`` would be read in each session's time zone, so windows would drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg2.extensions
+
+from gestimum_pipeline.db import validate_identifier
+
+
+@dataclass(frozen=True)
+class Relation:
+    name: str
+    key_columns: tuple[str, ...]
+    columns: tuple[str, ...]  # the order in which queries return them
+    change_column: str  # `updated_at`, or `moved_at` for immutable stock movements
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c not in self.key_columns)
+
+
+CUSTOMERS = Relation(
+    name="customers",
+    key_columns=("code",),
+    columns=("code", "name", "street", "street2", "postal_code", "city", "email", "phone", "updated_at"),
+    change_column="updated_at",
+)
+CONTACTS = Relation(
+    name="contacts",
+    key_columns=("code",),
+    columns=("code", "customer_code", "last_name", "first_name", "email", "phone", "updated_at"),
+    change_column="updated_at",
+)
+STOCK_MOVEMENTS = Relation(
+    name="stock_movements",
+    key_columns=("id",),
+    columns=("id", "direction", "warehouse_code", "item_code", "quantity", "moved_at"),
+    change_column="moved_at",
+)
+CUSTOMER_ITEM_REFERENCES = Relation(
+    name="customer_item_references",
+    key_columns=("customer_code", "item_code"),
+    columns=("customer_code", "item_code", "customer_reference", "customer_price", "updated_at"),
+    change_column="updated_at",
+)
+
+RELATIONS: dict[str, Relation] = {r.name: r for r in (CUSTOMERS, CONTACTS, STOCK_MOVEMENTS, CUSTOMER_ITEM_REFERENCES)}
+
+# Stock movement directions as the CRM writes them.
+DIRECTION_IN = "in"
+DIRECTION_OUT = "out"
+DIRECTIONS = (DIRECTION_IN, DIRECTION_OUT)
+
+DEFAULT_SCHEMA = "crm"
+
+# relkind: table, view, materialized view, foreign table, partitioned table.
+_RELKINDS = ("r", "v", "m", "f", "p")
+
+
+def relation(name: str) -> Relation:
+    try:
+        return RELATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown CRM relation {name!r}; known: {', '.join(RELATIONS)}") from None
+
+
+def check_contract(conn: psycopg2.extensions.connection, schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """Return the problems that keep `schema` from meeting the contract; empty when it does.
+
+    Reports a missing schema, relation or column, a change column that is not
+    ``timestamptz``, and a relation the current user may not SELECT. Reads the
+    catalog (not information_schema, which hides materialized views); runs one
+    query and leaves the transaction state to the caller.
+    """
+    validate_identifier(schema, "CRM schema")
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if cur.fetchone() is None:
+            return [f"schema {schema!r} does not exist (expected relations: {', '.join(RELATIONS)})"]
+        cur.execute(
+            """
+            SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+                   has_table_privilege(c.oid, 'SELECT')
+            FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = ANY(%s)
+            """,
+            (schema, list(RELATIONS), list(_RELKINDS)),
+        )
+        found: dict[str, dict[str, str]] = {}
+        readable: dict[str, bool] = {}
+        for relname, column, type_name, can_select in cur.fetchall():
+            found.setdefault(relname, {})
+            readable[relname] = can_select
+            if column is not None:
+                found[relname][column] = type_name
+
+    problems: list[str] = []
+    for rel in RELATIONS.values():
+        if rel.name not in found:
+            problems.append(f"{schema}.{rel.name} does not exist (needs columns: {', '.join(rel.columns)})")
+            continue
+        columns = found[rel.name]
+        missing = [c for c in rel.columns if c not in columns]
+        if missing:
+            problems.append(f"{schema}.{rel.name} lacks column(s): {', '.join(missing)}")
+        change_type = columns.get(rel.change_column)
+        if change_type is not None and change_type != "timestamp with time zone":
+            problems.append(
+                f"{schema}.{rel.name}.{rel.change_column} must be timestamptz, not {change_type} "
+                f"(convert it in the view, e.g. {rel.change_column} AT TIME ZONE 'Europe/Paris')"
+            )
+        if not readable.get(rel.name, True):
+            problems.append(f"{schema}.{rel.name} is not readable by the current user (GRANT SELECT)")
+    return problems

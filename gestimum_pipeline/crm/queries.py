@@ -1,0 +1,201 @@
+"""Streaming reads from the CRM: windows on the change column, and rows by key.
+
+All functions take a raw psycopg2 connection that THE CALLER OWNS: open it with
+:func:`gestimum_pipeline.db.connect`, keep it for this reader alone, and close it.
+:func:`stream_window` uses a server-side (named) cursor, which lives inside the
+connection's current transaction: the connection must not be in autocommit mode,
+and nothing else may commit or roll it back while the iterator is being consumed.
+For several reads that must agree (a count, then the rows), set the connection to
+REPEATABLE READ so they share one snapshot.
+
+Rows come back as tuples in ``RELATIONS[relation].columns`` order; a window is
+``start <= change_column < end`` with time-zone-aware bounds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extensions
+from psycopg2 import sql
+
+from gestimum_pipeline.crm import contract
+from gestimum_pipeline.crm.contract import Relation
+from gestimum_pipeline.db import ident
+
+DEFAULT_CHUNK_SIZE = 5000
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    # A naive bound would be read in the session's TimeZone: windows would silently shift.
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be a time-zone-aware datetime, got {value!r}")
+    return value
+
+
+def _window_bounds(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    _aware(start, "window start")
+    _aware(end, "window end")
+    if end < start:
+        raise ValueError(f"window end {end.isoformat()} is before its start {start.isoformat()}")
+    return start, end
+
+
+def _columns(rel: Relation) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in rel.columns)
+
+
+def _table(schema: str, rel: Relation) -> sql.Composable:
+    return sql.SQL("{}.{}").format(ident(schema, "CRM schema"), sql.Identifier(rel.name))
+
+
+def _order(rel: Relation, order_by: Sequence[str] | None) -> sql.Composable:
+    if isinstance(order_by, str):
+        raise ValueError("order_by must be a sequence of column names, not a string")
+    requested = tuple(order_by) if order_by else rel.key_columns
+    unknown = [c for c in requested if c not in rel.columns]
+    if unknown:
+        raise ValueError(f"cannot order {rel.name} by {unknown}; columns: {', '.join(rel.columns)}")
+    # Completed with the key so the order, hence the chunking, is deterministic.
+    full = requested + tuple(c for c in rel.key_columns if c not in requested)
+    return sql.SQL(", ").join(sql.Identifier(c) for c in full)
+
+
+def stream_window(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    order_by: Sequence[str] | None = None,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Yield the rows with ``start <= change_column < end`` in chunks of at most `chunk_size`.
+
+    Ordered by `order_by` (default: the key), completed by the key. Uses a named
+    cursor fetching `chunk_size` rows per round trip, so memory stays bounded
+    whatever the window holds. The cursor is closed when the iterator is exhausted
+    or closed; the transaction is left open for the caller to end.
+    """
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if conn.autocommit:
+        raise ValueError("stream_window needs a connection in a transaction (autocommit off) for its named cursor")
+    query = sql.SQL("SELECT {columns} FROM {table} WHERE {change} >= %s AND {change} < %s ORDER BY {order}").format(
+        columns=_columns(rel),
+        table=_table(schema, rel),
+        change=sql.Identifier(rel.change_column),
+        order=_order(rel, order_by),
+    )
+    # Validation above runs at call time; the cursor opens on the first next().
+    return _stream(conn, query, (start, end), rel.name, chunk_size)
+
+
+def _stream(
+    conn: psycopg2.extensions.connection,
+    query: sql.Composable,
+    params: tuple[Any, ...],
+    name: str,
+    chunk_size: int,
+) -> Iterator[list[tuple[Any, ...]]]:
+    # Unique per call: several windows may be streamed on one connection.
+    cursor = conn.cursor(name=f"gestimum_{name}_{uuid.uuid4().hex[:12]}")
+    cursor.itersize = chunk_size
+    try:
+        cursor.execute(query, params)
+        while True:
+            rows = cursor.fetchmany(chunk_size)
+            if not rows:
+                break
+            yield rows
+    finally:
+        # Closing a named cursor after an error would fail on the aborted transaction.
+        if not cursor.closed and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+            cursor.close()
+
+
+def count_window(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+) -> tuple[int, datetime | None]:
+    """Return how many rows fall in ``[start, end)`` and their latest change time (None if none)."""
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    query = sql.SQL("SELECT count(*), max({change}) FROM {table} WHERE {change} >= %s AND {change} < %s").format(
+        table=_table(schema, rel), change=sql.Identifier(rel.change_column)
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (start, end))
+        count, latest = cur.fetchone()
+    return int(count), latest
+
+
+def _normalize_keys(rel: Relation, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+    width = len(rel.key_columns)
+    seen: set[tuple[Any, ...]] = set()
+    unique: list[tuple[Any, ...]] = []
+    for key in keys:
+        # A bare value is accepted for single-column keys: fetch_by_keys(..., ["C1", "C2"]).
+        key_tuple = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+        if len(key_tuple) != width:
+            raise ValueError(f"{rel.name} keys have {width} column(s) ({', '.join(rel.key_columns)}), got {key!r}")
+        if key_tuple not in seen:
+            seen.add(key_tuple)
+            unique.append(key_tuple)
+    return unique
+
+
+def fetch_by_keys(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    keys: Sequence[Any],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Yield the rows whose primary key is in `keys`, in chunks of at most `chunk_size` keys.
+
+    Keys are tuples in ``key_columns`` order (a bare value will do for one-column
+    keys); duplicates are dropped, unknown keys simply return nothing. Within a
+    chunk rows are ordered by key. Each chunk is one query joining the key arrays
+    (``unnest``), so a chunk costs one round trip whatever its size.
+    """
+    rel = contract.relation(relation)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    unique = _normalize_keys(rel, keys)
+    key_columns = sql.SQL(", ").join(sql.Identifier(c) for c in rel.key_columns)
+    query = sql.SQL("SELECT {columns} FROM {table} WHERE ({keys}) IN (SELECT * FROM unnest({arrays})) ORDER BY {keys}")
+    query = query.format(
+        columns=_columns(rel),
+        table=_table(schema, rel),
+        keys=key_columns,
+        arrays=sql.SQL(", ").join(sql.Placeholder() for _ in rel.key_columns),
+    )
+    return _fetch_chunks(conn, query, unique, chunk_size)
+
+
+def _fetch_chunks(
+    conn: psycopg2.extensions.connection,
+    query: sql.Composable,
+    keys: list[tuple[Any, ...]],
+    chunk_size: int,
+) -> Iterator[list[tuple[Any, ...]]]:
+    iterator = iter(keys)
+    while chunk := list(itertools.islice(iterator, chunk_size)):
+        arrays = [list(column) for column in zip(*chunk, strict=True)]
+        with conn.cursor() as cur:
+            cur.execute(query, arrays)
+            rows = cur.fetchall()  # bounded: at most one row per key of this chunk
+        if rows:
+            yield rows
