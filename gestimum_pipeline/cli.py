@@ -48,9 +48,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulator(args: argparse.Namespace) -> int:
+    import logging
+
     from gestimum_pipeline.simulator.server import config_from_args, serve
 
-    serve(config_from_args(args), args.host, args.port)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        raise SystemExit(f"simulator: {exc}") from None
+    # One line per import request (never the body or the password).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(config, args.host, args.port)
     return 0
 
 

@@ -63,7 +63,7 @@ class LineEncoder:
     ) -> None:
         if len(separator) != 1 or separator in "\r\n\t ":
             raise ValueError(f"separator must be one visible character, got {separator!r}")
-        if len(qualifier) > 1 or qualifier == separator or qualifier in "\r\n\t ":
+        if len(qualifier) > 1 or qualifier == separator or (qualifier and qualifier in "\r\n\t "):
             raise ValueError(f"qualifier must be empty or one character other than the separator, got {qualifier!r}")
         if decimal_separator == separator:
             raise ValueError("the decimal separator cannot be the field separator")
