@@ -27,6 +27,7 @@ from gestimum_pipeline.crm.queries import stream_window
 from gestimum_pipeline.gestimum.batching import batched, line_cost
 from gestimum_pipeline.gestimum.catalog import Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
+from gestimum_pipeline.gestimum.envelope import body_overhead
 from gestimum_pipeline.gestimum.errors import (
     GestimumAuthenticationError,
     GestimumDeliveryUnknown,
@@ -53,8 +54,6 @@ SOURCE_ORDER: dict[str, tuple[str, ...] | None] = {
     # Grouped by document header so requests never mix headers.
     "stock_movements": ("direction", "warehouse_code", "id"),
 }
-# Envelope + header allowance when sizing requests, on top of the lines themselves.
-ENVELOPE_OVERHEAD_BYTES = 2048
 MAX_REPORTED_REJECTIONS = 200
 
 
@@ -217,7 +216,10 @@ def send_endpoint(
     report = SendReport(endpoint.name, dry_run)
     started = time.perf_counter()
     attempts_before = client.requests_made
-    overhead = ENVELOPE_OVERHEAD_BYTES + line_cost(";".join(endpoint.header))
+    # Exact bytes of the envelope and header, so requests fill up to max_bytes and no further.
+    overhead = body_overhead(
+        endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
+    )
     with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
         if not dry_run:
             report.recovered_in_flight = state.recover_in_flight(endpoint.name)
