@@ -1,0 +1,80 @@
+"""What every benchmark variant shares: the data window, request sizing and the client."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from gestimum_pipeline.defs.partitions import daily_partitions
+from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
+from gestimum_pipeline.gestimum.client import GestimumClient
+from gestimum_pipeline.gestimum.envelope import CompanySettings, LineFormat
+
+# The order the Dagster job runs the sinks in (parents first).
+ENDPOINT_ORDER = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
+COMPANY = CompanySettings("BENCH.Gestimum", "BENCH", "")
+LOOKBACK = timedelta(minutes=180)
+DATA_START = date(2024, 1, 1)
+
+
+@dataclass(frozen=True)
+class Setup:
+    crm_url: str
+    sink_url: str
+    days: int
+    max_lines: int = DEFAULT_MAX_LINES
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @property
+    def partition_range(self) -> tuple[str, str]:
+        """Daily partitions (Europe/Paris) covering the data's UTC days, one extra for the offset."""
+        end = DATA_START + timedelta(days=self.days)
+        return DATA_START.isoformat(), end.isoformat()
+
+    def window(self) -> tuple[datetime, datetime]:
+        """The time window the pipeline reads for that range (look-back included)."""
+        first, last = self.partition_range
+        start = daily_partitions.time_window_for_partition_key(first).start
+        end = daily_partitions.time_window_for_partition_key(last).end
+        return start - LOOKBACK, end
+
+    def client(self) -> GestimumClient:
+        return GestimumClient(self.sink_url, COMPANY, fmt=LineFormat(), max_retries=0)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Setup:
+        return cls(**json.loads(text))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM), in MiB."""
+    try:
+        with open(f"/proc/{os.getpid()}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def emit(figures: dict[str, Any]) -> None:
+    """A variant's result: one JSON line on stdout, read by bench/run.py."""
+    figures["peak_rss_mib_self"] = round(peak_rss_mib(), 1)
+    print("BENCH-RESULT " + json.dumps(figures), flush=True)
