@@ -91,7 +91,12 @@ def run_demo(
         conn.commit()
     finally:
         conn.close()
-    print(f"Loaded demo CRM into {redact_url(crm_url)}: {loaded}", file=out)
+    print(
+        f"Loaded demo CRM into {redact_url(crm_url)}: {loaded.customers} customers, {loaded.contacts} contacts, "
+        f"{loaded.references} references, {loaded.movements} stock movements, including {len(loaded.bad_rows)} "
+        "rows that Gestimum or our validation will reject or hold",
+        file=out,
+    )
 
     simulator = GestimumSimulator(SimulatorConfig(items=tuple(DEMO_ITEMS), warehouses=tuple(DEMO_WAREHOUSES)))
     simulator.start()
