@@ -17,6 +17,7 @@ The same module decodes lines, so the simulator parses exactly what we encode.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
@@ -72,6 +73,21 @@ class LineEncoder:
         self.charset = charset
         self.decimal_separator = decimal_separator
         self._specials = (separator, qualifier, "\t") if qualifier else (separator, "\t")
+        # Fast path of encode_line: one C-level scan of the joined line finds anything
+        # that could need more than joining the values (control characters and tabs, the
+        # qualifier, whitespace at a field's edge); the separator count finds separators
+        # inside values. Anything found falls back to the per-value path, which decides.
+        self._needs_care = re.compile(rf"[\x00-\x1f\x7f{re.escape(qualifier)}]")
+        self._spaced_separators = (f" {separator}", f"{separator} ")
+        self._check_charset = bool(charset)
+        if charset:
+            try:
+                "".join(map(chr, range(128))).encode(charset)
+                self._ascii_safe = True  # an ASCII-only line needs no charset check
+            except (UnicodeEncodeError, LookupError):
+                self._ascii_safe = False
+        else:
+            self._ascii_safe = True
 
     def encode_value(self, value: str | None, *, record: str | None = None, field: str | None = None) -> str:
         if value is None or value == "":
@@ -115,6 +131,9 @@ class LineEncoder:
         record: str | None = None,
         fields: Sequence[str] | None = None,
     ) -> str:
+        fast = self._fast_line(values)
+        if fast is not None:
+            return fast
         encoded = [
             self.encode_value(v, record=record, field=fields[i] if fields else str(i + 1)) for i, v in enumerate(values)
         ]
@@ -122,6 +141,33 @@ class LineEncoder:
         while encoded and encoded[-1] == "":
             encoded.pop()
         return self.separator.join(encoded)
+
+    def _fast_line(self, values: Sequence[str | None]) -> str | None:
+        """The line when every value travels as is (the common case), else None.
+
+        Gives exactly what the per-value path gives for such values: they are joined
+        unquoted, trailing empty fields dropped.
+        """
+        try:
+            joined = self.separator.join(["" if v is None else v for v in values])
+        except TypeError:  # a value that is not text: the slow path names it
+            return None
+        if joined.count(self.separator) != len(values) - 1 or self._needs_care.search(joined):
+            return None
+        ascii_only = joined.isascii()
+        if ascii_only:
+            # Every ASCII whitespace but the space is a control character, refused above.
+            before, after = self._spaced_separators
+            if joined[:1] == " " or joined[-1:] == " " or before in joined or after in joined:
+                return None
+        elif any(v and (v[0].isspace() or v[-1].isspace()) for v in values):
+            return None
+        if self._check_charset and not (self._ascii_safe and ascii_only):
+            try:
+                joined.encode(self.charset)  # type: ignore[arg-type]
+            except UnicodeEncodeError:
+                return None
+        return joined.rstrip(self.separator)
 
     def encode_header(self, codes: Sequence[str]) -> str:
         return self.separator.join(codes)
