@@ -26,7 +26,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from hashlib import blake2b
+from typing import Any, NamedTuple
 
 from gestimum_pipeline.gestimum import catalog
 from gestimum_pipeline.gestimum.catalog import Endpoint, FieldKind
@@ -40,9 +41,11 @@ DEFAULT_ACCOUNT_PREFIX = "411"
 _LINE_BREAKS = re.compile(r"[ \t]*(?:\r\n|\r|\n)[ \t]*")
 
 
-@dataclass(frozen=True)
-class MappedRow:
-    """One source row ready for the state store: a line to send or a local rejection."""
+class MappedRow(NamedTuple):
+    """One source row ready for the state store: a line to send or a local rejection.
+
+    A NamedTuple (immutable, cheap to build): millions are made per backfill.
+    """
 
     source_key: str
     content_hash: str
@@ -67,11 +70,12 @@ class MappingStats:
 
     def add(self, row: MappedRow) -> None:
         self.rows += 1
-        if row.rejected:
+        if row.line is None:
             self.rejected += 1
         else:
             self.mapped += 1
-        self.rules.update(row.rules)
+        if row.rules:
+            self.rules.update(row.rules)
 
 
 class LocalRejection(Exception):
@@ -97,8 +101,7 @@ def _raw_hash(row: Sequence[Any]) -> str:
     return content_hash("\x1f".join("\x00" if v is None else str(v) for v in row))
 
 
-@dataclass(frozen=True)
-class Built:
+class Built(NamedTuple):
     """What an endpoint's row builder returns: field values in catalog order and routing."""
 
     values: list[Any]
@@ -128,19 +131,53 @@ class Mapper:
         self._build = build
         self._fields = endpoint.fields
         self._codes = endpoint.field_codes
+        self._decimals: dict[Decimal, str | None] = {}
+        # (field, code, max length, required, decimal) per field: map() runs millions of times.
+        self._specs = tuple((f, f.code, f.max_length, f.required, f.kind is FieldKind.DECIMAL) for f in endpoint.fields)
 
     def map(self, row: Sequence[Any]) -> MappedRow:
         key = self._key(row)
         try:
             built = self._build(row)
-            texts = [self._text(f, v) for f, v in zip(self._fields, built.values, strict=True)]
+            values = built.values
+            if len(values) != len(self._specs):
+                raise ValueError(f"{self.endpoint.name} builder returned {len(values)} values for {len(self._specs)}")
+            texts: list[str | None] = []
+            for (f, code, max_length, required, decimal), value in zip(self._specs, values):  # noqa: B905
+                if value is None or value == "":
+                    if required:
+                        raise LocalRejection(code, "is required but empty")
+                    texts.append(None)
+                    continue
+                if decimal or type(value) is not str:
+                    if decimal and type(value) is Decimal and value.is_finite():
+                        # Quantities and prices repeat: format each value once.
+                        text = self._decimals.get(value)
+                        if text is None:
+                            text = self._text(f, value)
+                            if len(self._decimals) < 65_536:
+                                self._decimals[value] = text
+                        texts.append(text)
+                    else:
+                        texts.append(self._text(f, value))
+                    continue
+                if max_length is not None and len(value) > max_length:
+                    raise LocalRejection(code, f"is {len(value)} characters long, the limit is {max_length}")
+                texts.append(value)
             line = self.encoder.encode_line(texts, record=key, fields=self._codes)
         except LocalRejection as exc:
             return self._rejected(row, key, exc.field_code, exc.reason)
         except EncodingError as exc:
             return self._rejected(row, key, exc.field or "?", exc.reason)
         return MappedRow(
-            key, content_hash(line), line, None, built.parent_key, built.group_key, built.sort_key, built.rules
+            key,
+            blake2b(line.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest(),  # = content_hash(line)
+            line,
+            None,
+            built.parent_key,
+            built.group_key,
+            built.sort_key,
+            built.rules,
         )
 
     def _rejected(self, row: Sequence[Any], key: str, field_code: str, reason: str) -> MappedRow:
@@ -186,8 +223,8 @@ def _decimal(field_code: str, value: Any) -> Decimal:
 
 
 def _address(value: str | None, rules: list[str]) -> str | None:
-    if value is None:
-        return None
+    if value is None or ("\n" not in value and "\r" not in value):
+        return value
     cleaned = _LINE_BREAKS.sub(" ", value)
     if cleaned != value:
         rules.append("address_line_breaks")
