@@ -339,6 +339,10 @@ def test_load_demo_data_counts_and_bounds(crm: psycopg2.extensions.connection) -
         assert local_day(t) == code[1:9], code
     for movement_id, t in _rows(crm, "SELECT id, moved_at FROM crm.stock_movements"):
         assert local_day(t) == str(movement_id)[:8], movement_id
+    # Every day carries names the line encoding must quote.
+    for day in DEMO_DAYS:
+        names = [n for (n,) in _rows(crm, f"SELECT name FROM crm.customers WHERE code LIKE 'C{day:%Y%m%d}-%'")]
+        assert any(";" in n for n in names) and any('"' in n for n in names) and any("'" in n for n in names), day
     moved = [(c, t) for c, t in _rows(crm, "SELECT code, updated_at FROM crm.customers") if local_day(t) != c[1:9]]
     assert len(moved) == summary.updated_customers
     assert all(local_day(t) > c[1:9] for c, t in moved)
@@ -355,7 +359,9 @@ def test_load_demo_data_holds_realistic_and_bad_rows(crm: psycopg2.extensions.co
     assert set(contact_counts) <= {1, 2, 3}
 
     reasons = {(b.relation, b.key): b.reason for b in summary.bad_rows}
-    assert len(reasons) == 9
+    assert len(reasons) == 10
+    # A valid contact of a rejected customer: held back until its customer imports.
+    assert "held" in reasons[("contacts", ("C20260328-9001-1",))]
     for (relation, key), reason in reasons.items():
         rows = [r for c in fetch_by_keys(crm, "crm", relation, [key]) for r in c]
         assert len(rows) == 1, (relation, key, reason)
