@@ -3,9 +3,10 @@
 :func:`load_demo_data` writes a few customers a day with what real CRMs hold:
 accents (cp1252 has them), apostrophes, semicolons and double quotes inside names
 (they must survive the line encoding), postal codes with a leading zero, and, on
-request, a handful of rows that Gestimum or our validation must reject. It is
-deterministic per (seed, day) and idempotent: loading a day twice changes nothing,
-and loading days one at a time gives the same rows as loading them together.
+request, a handful of rows that Gestimum or our validation must reject (on the
+first day of the call). It is deterministic per (seed, day) and idempotent: loading
+a day twice changes nothing, and loading days one at a time, in order, gives the
+same rows as loading them together.
 
 :func:`load_bulk` COPYs millions of valid rows, for the benchmark.
 """
