@@ -1,0 +1,97 @@
+"""The documented command line: `dagster asset materialize -m … --partition-range A...B` with only
+the environment variables set, and `dagster definitions validate` on the workspace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sync_harness import insert_contacts, insert_customers, insert_movements, run_sync, state_records
+
+from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def simulator() -> Iterator[GestimumSimulator]:
+    with GestimumSimulator(SimulatorConfig()) as sim:
+        yield sim
+
+
+def _env(crm_url: str, gestimum_url: str, dagster_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+    env.update(
+        CRM_DATABASE_URL=crm_url,
+        GESTIMUM_URL=gestimum_url,
+        GESTIMUM_FICHIER="DEMO.Gestimum",
+        GESTIMUM_UTILISATEUR="DEMO",
+        GESTIMUM_MOT_PASSE="",
+        DAGSTER_HOME=str(dagster_home),
+    )
+    return env
+
+
+def test_materialize_a_partition_range_from_the_command_line(
+    crm_url: str, simulator: GestimumSimulator, tmp_path: Path
+) -> None:
+    insert_customers(
+        crm_url,
+        [
+            ("A1", "Atelier Un", None, None, None, None, None, None, "2026-02-01 09:00+01"),
+            ("A2", "Atelier Deux", None, None, None, None, None, None, "2026-02-02 18:00+01"),
+            ("A3", "Atelier Trois", None, None, None, None, None, None, "2026-02-03 23:59:59+01"),
+        ],
+    )
+    insert_contacts(crm_url, [("KA2", "A2", "Roux", "Léa", None, None, "2026-02-02 18:00+01")])
+    insert_movements(crm_url, [(1, "in", "001", "ELS", 3, "2026-02-03 08:00+01")])
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    command = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "gestimum_pipeline.definitions",
+        "--select",
+        "*",
+        "--partition-range",
+        "2026-02-01...2026-02-03",
+    ]
+    done = subprocess.run(
+        command, env=_env(crm_url, simulator.url, tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(simulator.state.customers) == {"A1", "A2", "A3"}
+    assert simulator.state.contacts["KA2"]["CCT_ORIGIN"] == "A2"
+    assert [len(d.lines) for d in simulator.state.documents] == [1]
+    # One run for the three days: each endpoint sent one request.
+    assert sum(1 for r in simulator.state.requests if r.endpoint == "clients") == 1
+
+
+def test_definitions_validate_with_the_workspace(tmp_path: Path) -> None:
+    env = _env("postgresql://unused@127.0.0.1/unused", "http://127.0.0.1:9/", tmp_path)
+    done = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "gestimum_pipeline" in done.stdout + done.stderr
+
+
+def test_a_row_committed_late_is_caught_by_the_look_back_window(crm_url: str, simulator: GestimumSimulator) -> None:
+    assert run_sync(crm_url, simulator.url, partition="2026-02-01").success
+    # A long transaction commits after the 1st was synced, with a change time of the 1st.
+    insert_customers(crm_url, [("LATE", "Commit tardif", None, None, None, None, None, None, "2026-02-01 23:10+01")])
+    run = run_sync(crm_url, simulator.url, partition="2026-02-02")
+    assert run.success, run.failures
+    assert simulator.state.customers["LATE"]["PCF_RS"] == "Commit tardif"
+    assert state_records(crm_url, "clients")["LATE"]["status"] == "imported"
