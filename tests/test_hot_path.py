@@ -68,3 +68,50 @@ def test_encode_line_fast_path_matches_the_per_value_path(separator: str, qualif
             assert info.value.reason == expected.reason and info.value.field == expected.field
         else:
             assert enc.encode_line(values) == expected, values
+
+
+def test_trigger_kept_counts_match_the_records(database_url: str) -> None:
+    """counts() sums trigger-kept deltas: it must equal a scan of the records after any change."""
+    from gestimum_pipeline.gestimum.envelope import LineFormat
+    from gestimum_pipeline.sync.mapping import clients_mapper
+    from gestimum_pipeline.sync.state import _COMPACT_DELTAS_ABOVE, Outcome, StateStore
+
+    mapper = clients_mapper(LineFormat().encoder())
+
+    def scanned(store: StateStore) -> dict[str, dict[str, int]]:
+        with store.conn, store.conn.cursor() as cur:
+            cur.execute("SELECT endpoint, status, count(*) FROM gestimum_sync.records GROUP BY 1, 2")
+            out: dict[str, dict[str, int]] = {}
+            for endpoint, status, n in cur.fetchall():
+                out.setdefault(endpoint, {})[status] = n
+            return out
+
+    with StateStore(database_url) as store:
+        store.migrate()
+        rows = [mapper.map((f"C{i}", f"Client {i}", None, None, None, None, None, None, None)) for i in range(50)]
+        rows.append(mapper.map(("BAD", "x" * 200, None, None, None, None, None, None, None)))
+        store.stage("clients", rows, partition="p", run_id="r")
+        assert store.counts() == scanned(store) == {"clients": {"pending": 50, "rejected": 1}}
+        keys = [f"C{i}" for i in range(20)]
+        store.mark_in_flight("clients", keys, request_id="q1", run_id="r")
+        assert store.counts("clients") == scanned(store)
+        store.record_outcomes(
+            "clients", [Outcome(k, i % 5 != 0, reason=None if i % 5 else "non") for i, k in enumerate(keys)]
+        )
+        assert store.counts() == scanned(store)
+        # Re-staging changed rows (INSERT ... ON CONFLICT DO UPDATE) and deleting some.
+        changed = [
+            mapper.map((f"C{i}", f"Client {i} bis", None, None, None, None, None, None, None)) for i in range(10)
+        ]
+        store.stage("clients", changed, partition="p", run_id="r2")
+        with store.conn, store.conn.cursor() as cur:
+            cur.execute("DELETE FROM gestimum_sync.records WHERE source_key IN ('C30', 'C31')")
+        assert store.counts() == scanned(store)
+        # Enough statements to trigger a compaction: the sums stay exact.
+        for i in range(_COMPACT_DELTAS_ABOVE // 2 + 10):
+            store.mark_in_flight("clients", [f"C{40 + i % 5}"], request_id=f"q{i}", run_id="r")
+            store.settle_in_flight("clients", [f"C{40 + i % 5}"], delivered=False, reason="retry")
+        assert store.counts() == scanned(store)
+        with store.conn, store.conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM gestimum_sync.status_deltas")
+            assert cur.fetchone()[0] <= _COMPACT_DELTAS_ABOVE + 10

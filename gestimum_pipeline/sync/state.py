@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg2
@@ -92,6 +95,74 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
             endpoint    text,
             source_key  text,
             detail      jsonb
+        );
+        """,
+    ),
+    (
+        2,
+        "status counts kept by triggers; window signatures",
+        # Exact per-status counts without scanning millions of records: statement-level
+        # triggers append one delta row per (endpoint, status) a statement changes (no
+        # counter row is updated, so concurrent writers never wait on each other), and
+        # counts() sums them, compacting now and then. The signature of a CRM window
+        # (row count and a hash over the rows' row versions) lets a rerun skip re-reading
+        # a window nothing has touched; removing records forgets the signatures.
+        """
+        CREATE TABLE {schema}.status_deltas (
+            endpoint text NOT NULL,
+            status   text NOT NULL,
+            delta    bigint NOT NULL
+        );
+        CREATE FUNCTION {schema}.count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {schema}.status_deltas (endpoint, status, delta)
+                SELECT endpoint, status, count(*) FROM new_rows GROUP BY endpoint, status;
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION {schema}.count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {schema}.status_deltas (endpoint, status, delta)
+                SELECT endpoint, status, sum(d) FROM (
+                    SELECT endpoint, status, 1 AS d FROM new_rows
+                    UNION ALL SELECT endpoint, status, -1 FROM old_rows
+                ) AS changes GROUP BY endpoint, status HAVING sum(d) <> 0;
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION {schema}.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {schema}.status_deltas (endpoint, status, delta)
+                SELECT endpoint, status, -count(*) FROM old_rows GROUP BY endpoint, status;
+            DELETE FROM {schema}.window_signatures WHERE endpoint IN (SELECT endpoint FROM old_rows);
+            RETURN NULL;
+        END $$;
+        CREATE FUNCTION {schema}.count_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM {schema}.status_deltas;
+            DELETE FROM {schema}.window_signatures;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER records_count_inserted AFTER INSERT ON {schema}.records
+            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_inserted();
+        CREATE TRIGGER records_count_updated AFTER UPDATE ON {schema}.records
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_updated();
+        CREATE TRIGGER records_count_deleted AFTER DELETE ON {schema}.records
+            REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_deleted();
+        CREATE TRIGGER records_count_truncated AFTER TRUNCATE ON {schema}.records
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_truncated();
+        -- The triggers lock out writers until this commits: the seed is exact.
+        INSERT INTO {schema}.status_deltas (endpoint, status, delta)
+            SELECT endpoint, status, count(*) FROM {schema}.records GROUP BY endpoint, status;
+        CREATE TABLE {schema}.window_signatures (
+            endpoint     text NOT NULL,
+            mapping      text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end   timestamptz NOT NULL,
+            row_count    bigint NOT NULL,
+            row_versions numeric NOT NULL,
+            run_id       text,
+            recorded_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (endpoint, mapping, window_start, window_end)
         );
         """,
     ),
@@ -203,16 +274,7 @@ class StateStore:
         if not rows:
             return StageCounts(0, 0, 0)
         conn = self.conn
-        buf = io.StringIO()
-        for r in rows:
-            buf.write(
-                "\t".join(
-                    _copy_text(v)
-                    for v in (r.source_key, r.line, r.content_hash, r.parent_key, r.group_key, r.sort_key, r.reason)
-                )
-            )
-            buf.write("\n")
-        buf.seek(0)
+        buf = io.StringIO(_copy_rows(rows))
         if endpoint == STOCK_ENDPOINT:
             may_update = (
                 "(r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))"
@@ -416,19 +478,74 @@ class StateStore:
     # -- reading ---------------------------------------------------------------------
     def counts(self, endpoint: str | None = None) -> dict[str, dict[str, int]]:
         """{endpoint: {status: count}} for one or all endpoints."""
+        # Sums the trigger-kept deltas (migration 2): exact, and independent of the table's size.
         conn = self.conn
         with conn, conn.cursor() as cur:
+            cur.execute(self._q("SELECT count(*) FROM {schema}.status_deltas"))
+            if cur.fetchone()[0] > _COMPACT_DELTAS_ABOVE:
+                # Concurrent compactions are safe: each folds only the rows it deleted.
+                cur.execute(
+                    self._q(
+                        "WITH gone AS (DELETE FROM {schema}.status_deltas RETURNING endpoint, status, delta)"
+                        " INSERT INTO {schema}.status_deltas (endpoint, status, delta)"
+                        " SELECT endpoint, status, sum(delta) FROM gone GROUP BY endpoint, status"
+                        " HAVING sum(delta) <> 0"
+                    )
+                )
             cur.execute(
                 self._q(
-                    "SELECT endpoint, status, count(*) FROM {schema}.records"
+                    "SELECT endpoint, status, sum(delta) FROM {schema}.status_deltas"
                     " WHERE %(e)s::text IS NULL OR endpoint = %(e)s GROUP BY endpoint, status"
+                    " HAVING sum(delta) <> 0"
                 ),
                 {"e": endpoint},
             )
             out: dict[str, dict[str, int]] = {}
             for ep, status, n in cur.fetchall():
-                out.setdefault(ep, {})[status] = n
+                out.setdefault(ep, {})[status] = int(n)
         return out
+
+    # -- window signatures (reruns skip windows nothing has touched) ----------------------
+    def window_signature(
+        self, endpoint: str, mapping: str, start: datetime, end: datetime
+    ) -> tuple[int, Decimal] | None:
+        """The signature recorded when this exact window was last staged in full with this mapping."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT row_count, row_versions FROM {schema}.window_signatures"
+                    " WHERE endpoint = %s AND mapping = %s AND window_start = %s AND window_end = %s"
+                ),
+                (endpoint, mapping, start, end),
+            )
+            found = cur.fetchone()
+        return (int(found[0]), found[1]) if found else None
+
+    def record_window_signature(
+        self,
+        endpoint: str,
+        mapping: str,
+        start: datetime,
+        end: datetime,
+        signature: tuple[int, Decimal],
+        *,
+        run_id: str | None,
+    ) -> None:
+        """Called once every row of the window read under `signature` is staged."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.window_signatures AS w"
+                    " (endpoint, mapping, window_start, window_end, row_count, row_versions, run_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (endpoint, mapping, window_start, window_end) DO UPDATE SET"
+                    " row_count = EXCLUDED.row_count, row_versions = EXCLUDED.row_versions,"
+                    " run_id = EXCLUDED.run_id, recorded_at = now()"
+                ),
+                (endpoint, mapping, start, end, signature[0], signature[1], run_id),
+            )
 
     def records(
         self,
@@ -544,6 +661,28 @@ class StateStore:
         with conn, conn.cursor() as cur:
             cur.execute(self._q(query), params)
             return cur.rowcount
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COMPACT_DELTAS_ABOVE = 2000
+
+
+def _copy_rows(rows: Sequence[MappedRow]) -> str:
+    """Staged rows in COPY text format; plain rows (nearly all) skip per-value escaping."""
+    out: list[str] = []
+    special = _COPY_SPECIAL.search
+    for key, content, line, reason, parent, group, sort, _ in rows:
+        if line is None or reason is not None or special(key) or special(line) or special(group):
+            values = (key, line, content, parent, group, sort, reason)
+            out.append("\t".join(_copy_text(v) for v in values))
+        elif parent is None:
+            out.append(f"{key}\t{line}\t{content}\t\\N\t{group}\t{sort}\t\\N")
+        elif special(parent):
+            out.append(f"{key}\t{line}\t{content}\t{_copy_text(parent)}\t{group}\t{sort}\t\\N")
+        else:
+            out.append(f"{key}\t{line}\t{content}\t{parent}\t{group}\t{sort}\t\\N")
+    out.append("")
+    return "\n".join(out)
 
 
 def _copy_text(value: object) -> str:
