@@ -18,6 +18,7 @@ import itertools
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg2.extensions
@@ -138,6 +139,47 @@ def count_window(
         cur.execute(query, (start, end))
         count, latest = cur.fetchone()
     return int(count), latest
+
+
+# Relation kinds whose rows carry system columns (xmin, ctid): tables, partitioned
+# tables, materialized views. Plain views have none: their windows are always read.
+_SIGNED_KINDS = ("r", "p", "m")
+
+
+def window_signature(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+) -> tuple[int, Decimal] | None:
+    """(row count, sum of a hash of each row's version) for ``[start, end)``, or None for a view.
+
+    Any insert, update (whatever it does to the change column) or move of a row in the
+    window gives the row a new version (xmin, ctid), hence another signature: equal
+    signatures mean the window holds exactly the row versions it held. Computed in the
+    caller's transaction: read it and then the rows under REPEATABLE READ so both agree.
+    """
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s",
+            (schema, rel.name),
+        )
+        found = cur.fetchone()
+        if found is None or found[0] not in _SIGNED_KINDS:
+            return None
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*), coalesce(sum(hashtextextended(xmin::text || ':' || ctid::text, 0)), 0)"
+                " FROM {table} WHERE {change} >= %s AND {change} < %s"
+            ).format(table=_table(schema, rel), change=sql.Identifier(rel.change_column)),
+            (start, end),
+        )
+        count, versions = cur.fetchone()
+    return int(count), Decimal(versions)
 
 
 def _normalize_keys(rel: Relation, keys: Sequence[Any]) -> list[tuple[Any, ...]]:

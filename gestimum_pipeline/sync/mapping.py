@@ -37,6 +37,8 @@ from gestimum_pipeline.gestimum.encoding import EncodingError, LineEncoder
 # simulator enforces the same bound.
 MAX_DECIMALS = 4
 DEFAULT_ACCOUNT_PREFIX = "411"
+# Bump when a mapping rule changes what a row becomes: every window is then read again.
+MAPPING_VERSION = 1
 
 _LINE_BREAKS = re.compile(r"[ \t]*(?:\r\n|\r|\n)[ \t]*")
 
@@ -124,9 +126,16 @@ class Mapper:
         encoder: LineEncoder,
         key: Callable[[Sequence[Any]], str],
         build: Callable[[Sequence[Any]], Built],
+        settings: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.encoder = encoder
+        # What the lines depend on besides the row: a window staged under another
+        # fingerprint is read again (see StateStore.window_signature).
+        self.fingerprint = (
+            f"v{MAPPING_VERSION}|{endpoint.name}|{encoder.separator}|{encoder.qualifier}|{encoder.charset}"
+            f"|{encoder.decimal_separator}|{settings}"
+        )
         self._key = key
         self._build = build
         self._fields = endpoint.fields
@@ -251,7 +260,7 @@ def comptes_mapper(encoder: LineEncoder, account_prefix: str = DEFAULT_ACCOUNT_P
         code, name = row[0], row[1]
         return Built([_account_number(code, account_prefix), name, catalog.ACCOUNT_CUSTOMER, code, None])
 
-    return Mapper(catalog.COMPTES, encoder, _first_key, build)
+    return Mapper(catalog.COMPTES, encoder, _first_key, build, settings=account_prefix)
 
 
 def clients_mapper(encoder: LineEncoder, account_prefix: str = DEFAULT_ACCOUNT_PREFIX) -> Mapper:
@@ -270,7 +279,7 @@ def clients_mapper(encoder: LineEncoder, account_prefix: str = DEFAULT_ACCOUNT_P
         # The parent of a customer is its account (Comptes) under the same key.
         return Built(values, parent_key=str(code), rules=tuple(rules))
 
-    return Mapper(catalog.CLIENTS, encoder, _first_key, build)
+    return Mapper(catalog.CLIENTS, encoder, _first_key, build, settings=account_prefix)
 
 
 def contacts_mapper(encoder: LineEncoder) -> Mapper:
