@@ -23,7 +23,9 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from gestimum_pipeline.crm.queries import stream_window
+import psycopg2.extensions
+
+from gestimum_pipeline.crm.queries import stream_window, window_signature
 from gestimum_pipeline.gestimum.batching import batched, line_cost
 from gestimum_pipeline.gestimum.catalog import Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
@@ -88,6 +90,7 @@ class StageReport:
     rules: Counter[str] = field(default_factory=Counter)
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason), capped
     duration_seconds: float = 0.0
+    window_unchanged: bool = False  # the window's rows are the versions already staged: not read
 
 
 @dataclass
@@ -138,15 +141,29 @@ def stage_endpoint(
     started = time.perf_counter()
     conn = crm_connect()
     try:
-        chunks = stream_window(
-            conn,
-            crm_schema,
-            relation,
-            window.start,
-            window.end,
-            chunk_size=chunk_size,
-            order_by=SOURCE_ORDER.get(relation),
-        )
+        # One snapshot for the window's signature and its rows: a window whose row versions
+        # are exactly those of its last complete staging (same mapping) is not read again.
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
+        signature = window_signature(conn, crm_schema, relation, window.start, window.end)
+        chunks: Iterable[list[Any]]
+        if (
+            signature is not None
+            and not force
+            and state.window_signature(endpoint, mapper.fingerprint, window.start, window.end) == signature
+        ):
+            report.unchanged = signature[0]
+            report.window_unchanged = True
+            chunks = ()
+        else:
+            chunks = stream_window(
+                conn,
+                crm_schema,
+                relation,
+                window.start,
+                window.end,
+                chunk_size=chunk_size,
+                order_by=SOURCE_ORDER.get(relation),
+            )
         for chunk in chunks:
             mapped = [mapper.map(row) for row in chunk]
             for m in mapped:
@@ -158,6 +175,10 @@ def stage_endpoint(
             report.staged += counts.staged
             report.rejected_locally += counts.rejected
             report.unchanged += counts.unchanged
+        if signature is not None and not report.window_unchanged:
+            state.record_window_signature(
+                endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id
+            )
     finally:
         conn.close()
     report.rules = stats.rules
