@@ -48,6 +48,8 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumServerError,
     GestimumUnreachable,
     redact,
+    redact_url,
+    url_secrets,
 )
 from gestimum_pipeline.gestimum.journal import (
     ImportResult,
@@ -155,11 +157,18 @@ class GestimumClient:
         max_backoff_seconds: float = 60.0,
         logger: logging.Logger | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                redact(f"the Gestimum URL must be http(s)://host[:port]/..., got {base_url!r}", [company.password])
-            )
+        # A URL may embed a proxy's user:password: it is shown redacted everywhere.
+        secrets = [company.password, *url_secrets(base_url)]
+        try:
+            parts = urlsplit(base_url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            if valid:
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
+            shown = redact(redact_url(base_url), secrets)
+            raise ValueError(f"the Gestimum URL must be http(s)://host[:port]/..., got {shown!r}")
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("connect_timeout and read_timeout must be positive: a request must never hang forever")
         if max_retries < 0 or backoff_seconds < 0 or max_backoff_seconds < 0:
@@ -168,6 +177,7 @@ class GestimumClient:
             raise ValueError(f"the TLS CA bundle {verify!r} does not exist")
         # urljoin drops the last path segment of a base without a trailing slash.
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.shown_url = redact(redact_url(self.base_url), secrets)  # for messages and logs
         self.company = company
         self.fmt = fmt
         self.connect_timeout = connect_timeout
@@ -177,7 +187,7 @@ class GestimumClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._log = logger or _log
-        self._secrets = [company.password]
+        self._secrets = secrets
         self._requests_made = 0
         self._sleep = time.sleep  # replaceable in tests
         self._session = requests.Session()
@@ -187,10 +197,10 @@ class GestimumClient:
             self._log.warning(
                 "TLS verification is OFF for %s: the server's identity is not checked and the Gestimum "
                 "credentials sent to it could be intercepted. Configure a CA bundle instead.",
-                self.base_url,
+                self.shown_url,
             )
         elif parts.scheme == "http" and company.password:
-            self._log.warning("Gestimum URL %s is plain HTTP: the password travels unencrypted", self.base_url)
+            self._log.warning("Gestimum URL %s is plain HTTP: the password travels unencrypted", self.shown_url)
 
     @property
     def requests_made(self) -> int:
@@ -209,7 +219,7 @@ class GestimumClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"GestimumClient({self.base_url!r}, {self.company!r})"
+        return f"GestimumClient({self.shown_url!r}, {self.company!r})"
 
     # -- the request ---------------------------------------------------------------
 
@@ -234,11 +244,31 @@ class GestimumClient:
             return ImportResult(endpoint.name, 0, 0, 0, (), (), (), "", "", test_mode)
         data = encode_body(body)
         del body  # holds the password: keep it out of tracebacks' locals as far as possible
+        return self._post(endpoint, data, len(lines), test_mode, self.max_retries)
+
+    def check_access(self, endpoint: Endpoint, *, max_retries: int | None = None) -> ImportResult:
+        """Proves that Gestimum answers and accepts the company file and credentials, importing nothing.
+
+        Posts the endpoint's header and no data line with `tester` = Oui (the endpoint must
+        document it): Gestimum opens the company (the fixed cost of any request, about 6 s on
+        a real server), checks the user and password, and stores nothing. Raises the same
+        typed errors as `import_lines`.
+        """
+        if not endpoint.supports_test_mode:
+            raise ValueError(f"{endpoint.name} has no documented test mode: it cannot be used to check access")
+        body = build_body(endpoint, self.company, [], fmt=self.fmt, test_mode=True)
+        data = encode_body(body)
+        del body
+        retries = self.max_retries if max_retries is None else min(max_retries, self.max_retries)
+        return self._post(endpoint, data, 0, True, retries)
+
+    def _post(self, endpoint: Endpoint, data: bytes, n_lines: int, test_mode: bool, max_retries: int) -> ImportResult:
+        """Posts one encoded body, retrying where that is safe (see the module docstring)."""
         url = urljoin(self.base_url, endpoint.path)
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._attempt(endpoint, url, data, len(lines), attempt, test_mode)
+            outcome = self._attempt(endpoint, url, data, n_lines, attempt, test_mode)
             if isinstance(outcome, ImportResult):
                 return outcome
             failure = outcome
@@ -247,16 +277,16 @@ class GestimumClient:
             if failure.kind == "ambiguous" and not endpoint.idempotent:
                 raise self._scrub(
                     GestimumDeliveryUnknown(
-                        f"the {endpoint.name} request ({len(lines)} lines, {len(data)} bytes, attempt {attempt}) "
+                        f"the {endpoint.name} request ({n_lines} lines, {len(data)} bytes, attempt {attempt}) "
                         f"may have been processed by Gestimum: {failure.detail}. It may have created documents "
                         f"in Gestimum: reconcile (check the documents in Gestimum) before re-sending these lines. "
                         f"Not retried automatically because {endpoint.name} is not idempotent.",
                         endpoint=endpoint.name,
                         status=failure.status,
-                        lines=len(lines),
+                        lines=n_lines,
                     )
                 ) from failure.cause
-            if attempt > self.max_retries:
+            if attempt > max_retries:
                 raise self._scrub(failure.error) from failure.cause
             delay = self._delay(attempt, failure.retry_after)
             self._log.warning(
@@ -264,7 +294,7 @@ class GestimumClient:
                 endpoint.name,
                 redact(failure.detail, self._secrets),  # may quote Gestimum's message
                 attempt,
-                self.max_retries,
+                max_retries,
                 delay,
             )
             self._sleep(delay)
@@ -312,7 +342,7 @@ class GestimumClient:
 
     def _transport_failure(self, endpoint: Endpoint, exc: requests.RequestException, attempt: int) -> _Failure:
         name = endpoint.name
-        where = self.base_url
+        where = self.shown_url
         if isinstance(exc, requests.exceptions.SSLError):
             tls = _tls_handshake_failure(exc)
             if tls is not None:
@@ -452,7 +482,7 @@ class GestimumClient:
                 else "a proxy in front of Gestimum may require its own authentication"
             )
             return GestimumProtocolError(
-                f"HTTP {status} for the {name} import at {self.base_url} without Gestimum's envelope ({hint}); "
+                f"HTTP {status} for the {name} import at {self.shown_url} without Gestimum's envelope ({hint}); "
                 f"answer starts with {snippet!r}",
                 endpoint=name,
                 status=status,

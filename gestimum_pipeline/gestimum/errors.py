@@ -7,7 +7,9 @@ do I fix? Messages never carry the password nor the request body (which holds it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
 
 REDACTED = "***"
 
@@ -22,6 +24,24 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
+
+
+# `scheme://user:PASSWORD@host...`: the password runs up to the last `@` of the authority.
+_URL_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)(?P<password>[^/?#]*)@")
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info part (`user:password@`) replaced by `***`."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group('head')}{REDACTED}@", url, count=1)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password embedded in `url`, raw and percent-decoded, for `redact`."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
 
 
 class GestimumError(Exception):
