@@ -21,11 +21,12 @@ MALFORMED = "malformed"  # maybe import, answer 200 with truncated JSON
 SLOW = "slow"  # import, then wait `seconds` before answering
 BAD_STATS = "bad_stats"  # import, answer statistics that do not add up
 DELAY = "delay"  # wait `seconds`, then import and answer normally
+TRUNCATED = "truncated"  # maybe import, announce the full Content-Length, send half the body, close
 
-FAULT_KINDS = (HTTP_500, HTTP_503, CLOSE_AFTER_READ, MALFORMED, SLOW, BAD_STATS, DELAY)
+FAULT_KINDS = (HTTP_500, HTTP_503, CLOSE_AFTER_READ, MALFORMED, SLOW, BAD_STATS, DELAY, TRUNCATED)
 # Kinds for which `process=False` means "Gestimum did nothing" (the others either never
 # import or always do).
-PROCESS_OPTIONAL_KINDS = (CLOSE_AFTER_READ, MALFORMED)
+PROCESS_OPTIONAL_KINDS = (CLOSE_AFTER_READ, MALFORMED, TRUNCATED)
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Fault:
     endpoint: str | None = None  # catalog Endpoint.name, e.g. "documents_stock"; None = every endpoint
     retry_after: float | None = None  # http_503 only: the Retry-After header, in seconds
     seconds: float = 0.0  # slow / delay
-    process: bool = True  # close_after_read / malformed: import before failing?
+    process: bool = True  # close_after_read / malformed / truncated: import before failing?
 
     def validate(self) -> None:
         """Raises ValueError naming the first thing wrong."""

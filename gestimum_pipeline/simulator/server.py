@@ -58,6 +58,7 @@ from gestimum_pipeline.simulator.faults import (
     MALFORMED,
     PROCESS_OPTIONAL_KINDS,
     SLOW,
+    TRUNCATED,
     Fault,
     FaultQueue,
 )
@@ -227,6 +228,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_text(self, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self._send(status, text.encode("utf-8"), TEXT_CONTENT_TYPE, headers)
 
+    def _send_truncated(self, status: int, body: bytes) -> None:
+        self.close_connection = True
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", JSON_CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+        except OSError:
+            return
+        self._drop_connection()
+
     def _drop_connection(self) -> None:
         self.close_connection = True
         with contextlib.suppress(OSError):
@@ -297,6 +311,10 @@ class _Handler(BaseHTTPRequestHandler):
             # Any strict prefix of a JSON object is invalid JSON.
             status, data = 200, data[: len(data) // 2]
         self._record(endpoint, outcome, status, kind, body)
+        if kind == TRUNCATED:
+            # The connection dies mid-answer: the client reads fewer bytes than announced.
+            self._send_truncated(status, data)
+            return
         if fault is not None and kind == SLOW:
             time.sleep(fault.seconds)
         self._send(status, data, JSON_CONTENT_TYPE)
