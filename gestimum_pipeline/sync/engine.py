@@ -14,18 +14,21 @@ The Dagster assets are thin wrappers over the two functions here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
 
 from gestimum_pipeline.crm.queries import stream_window, window_signature
+from gestimum_pipeline.db import DatabaseUnavailable
 from gestimum_pipeline.gestimum.batching import batched, line_cost
 from gestimum_pipeline.gestimum.catalog import Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
@@ -39,7 +42,7 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumUnreachable,
 )
 from gestimum_pipeline.gestimum.journal import ImportResult
-from gestimum_pipeline.sync.mapping import Mapper, MappingStats
+from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
 from gestimum_pipeline.sync.state import STOCK_ENDPOINT, Outcome, PendingLine, StateStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,16 @@ SOURCE_ORDER: dict[str, tuple[str, ...] | None] = {
     "stock_movements": ("direction", "warehouse_code", "id"),
 }
 MAX_REPORTED_REJECTIONS = 200
+# The field that carries each endpoint's key, named in duplicate-key rejections.
+KEY_FIELDS: dict[str, str] = {
+    "comptes": "PCF_CODE",
+    "clients": "PCF_CODE",
+    "contacts": "CCT_CODE",
+    "documents_stock": "id",
+    "references_clients_articles": "PCF_CODE+ART_CODE",
+}
+# Endpoints whose keys are codes Gestimum may compare without case (stock keys are CRM ids).
+CASE_FOLDED_ENDPOINTS = ("comptes", "clients", "contacts", "references_clients_articles")
 
 
 class SyncError(RuntimeError):
@@ -65,6 +78,19 @@ class SyncError(RuntimeError):
 
 class DeliveryUnknownError(SyncError):
     """Stock movements may or may not have become documents: an operator must reconcile."""
+
+
+class SourceReadError(SyncError):
+    """The CRM connection failed while rows were streaming: what was staged is safe, rerun."""
+
+
+class StateStoreFailure(SyncError):
+    """The state store failed mid-step; the message says where each row stands."""
+
+
+def db_reason(exc: BaseException) -> str:
+    """One line from a driver error (server messages never hold the connection's password)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -140,12 +166,12 @@ def stage_endpoint(
     stats = MappingStats()
     started = time.perf_counter()
     conn = crm_connect()
+    last_key: str | None = None
     try:
         # One snapshot for the window's signature and its rows: a window whose row versions
         # are exactly those of its last complete staging (same mapping) is not read again.
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
         signature = window_signature(conn, crm_schema, relation, window.start, window.end)
-        chunks: Iterable[list[Any]]
         if (
             signature is not None
             and not force
@@ -153,37 +179,116 @@ def stage_endpoint(
         ):
             report.unchanged = signature[0]
             report.window_unchanged = True
-            chunks = ()
+            chunks: Iterator[list[Any]] = iter(())
         else:
-            chunks = stream_window(
-                conn,
-                crm_schema,
-                relation,
-                window.start,
-                window.end,
-                chunk_size=chunk_size,
-                order_by=SOURCE_ORDER.get(relation),
+            chunks = iter(
+                stream_window(
+                    conn,
+                    crm_schema,
+                    relation,
+                    window.start,
+                    window.end,
+                    chunk_size=chunk_size,
+                    order_by=SOURCE_ORDER.get(relation),
+                )
             )
-        for chunk in chunks:
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except psycopg2.Error as exc:
+                raise SourceReadError(
+                    f"the CRM connection failed while streaming {relation} for {endpoint} after "
+                    f"{report.rows_read} rows ({db_reason(exc)}). Rows staged so far are safe in the state "
+                    "store and nothing of this step was sent; check that the CRM (CRM_DATABASE_URL) is "
+                    "reachable, then rerun the partition: the window is read again."
+                ) from None
+            if chunk is None:
+                break
             mapped = [mapper.map(row) for row in chunk]
+            mapped = _reject_duplicate_keys(mapper, mapped, last_key)
+            last_key = mapped[-1].source_key if mapped else last_key
             for m in mapped:
                 stats.add(m)
                 if m.rejected and len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((m.source_key, m.reason or ""))
-            counts = state.stage(endpoint, mapped, partition=partition, run_id=run_id, force=force)
+            try:
+                counts = state.stage(endpoint, mapped, partition=partition, run_id=run_id, force=force)
+            except psycopg2.Error as exc:
+                raise StateStoreFailure(
+                    f"the state store failed while staging {endpoint} after {report.rows_read} rows "
+                    f"({db_reason(exc)}); nothing of this step was sent. Check SYNC_STATE_DATABASE_URL "
+                    "(default CRM_DATABASE_URL), then rerun the partition."
+                ) from None
             report.rows_read += len(chunk)
             report.staged += counts.staged
             report.rejected_locally += counts.rejected
             report.unchanged += counts.unchanged
+        if endpoint in CASE_FOLDED_ENDPOINTS and report.staged:
+            # Only rows staged now can newly collide (one hash join over the endpoint's records).
+            collisions = state.reject_case_collisions(endpoint, KEY_FIELDS[endpoint])
+            report.staged -= len(collisions)
+            report.rejected_locally += len(collisions)
+            for key, reason in collisions:
+                stats.rules["case_colliding_key_rejected"] += 1
+                if len(report.rejections) < MAX_REPORTED_REJECTIONS:
+                    report.rejections.append((key, reason))
         if signature is not None and not report.window_unchanged:
             state.record_window_signature(
                 endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id
             )
+    except psycopg2.Error as exc:  # the window's signature, or the state store between chunks
+        raise SourceReadError(
+            f"a database failed while staging {endpoint} after {report.rows_read} rows ({db_reason(exc)}); "
+            "nothing of this step was sent. Check CRM_DATABASE_URL and SYNC_STATE_DATABASE_URL (default "
+            "CRM_DATABASE_URL), then rerun the partition."
+        ) from None
     finally:
         conn.close()
     report.rules = stats.rules
     report.duration_seconds = time.perf_counter() - started
     return report
+
+
+def _reject_duplicate_keys(mapper: Mapper, mapped: list[MappedRow], previous_key: str | None) -> list[MappedRow]:
+    """Rows sharing a key (a CRM view without a unique key) are all rejected, never one silently kept.
+
+    Within a chunk any duplicate is found; across chunks, duplicates are adjacent because
+    rows stream ordered by key (stock: by header, then id), so the previous chunk's last key
+    is enough, and its already staged copy is overwritten by the rejection.
+    """
+    keys = [m.source_key for m in mapped]
+    if len(set(keys)) == len(keys) and (not keys or keys[0] != previous_key):
+        return mapped  # the common case: one set per chunk, no per-row work
+    counts = Counter(keys)
+    if previous_key is not None and keys and keys[0] == previous_key:
+        counts[previous_key] += 1
+    name = mapper.endpoint.name
+    field_code = KEY_FIELDS.get(name, "key")
+    out: list[MappedRow] = []
+    done: set[str] = set()
+    for m in mapped:
+        n = counts[m.source_key]
+        if n < 2:
+            out.append(m)
+            continue
+        if m.source_key in done:
+            continue  # one rejection per key: the state store holds one record per key
+        done.add(m.source_key)
+        reason = (
+            f"{name} record {m.source_key} field {field_code}: the key appears {n} or more times in the CRM "
+            "window; each record needs a unique key (fix the CRM or its view)"
+        )
+        out.append(
+            MappedRow(
+                m.source_key,
+                content_hash(reason),
+                reason=reason,
+                parent_key=m.parent_key,
+                group_key=m.group_key,
+                sort_key=m.sort_key,
+            )
+        )
+    return out
 
 
 def _not_delivered(endpoint: Endpoint, exc: GestimumError) -> bool:
@@ -241,17 +346,33 @@ def send_endpoint(
     overhead = body_overhead(
         endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
     )
-    with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
-        if not dry_run:
-            report.recovered_in_flight = state.recover_in_flight(endpoint.name)
-            report.released = state.release_children(endpoint.name)
-            report.held = state.hold_orphans(endpoint.name)
-        pending: Iterable[PendingLine] = state.iter_pending(endpoint.name)
-        for _, group in groupby(pending, key=lambda p: p.group_key):
-            for batch in batched(
-                group, line_of=lambda p: p.line, max_lines=max_lines, max_bytes=max_bytes, overhead=overhead
-            ):
-                _send_batch(state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger)
+    try:
+        with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
+            if not dry_run:
+                report.recovered_in_flight = state.recover_in_flight(endpoint.name)
+                report.released = state.release_children(endpoint.name)
+                report.held = state.hold_orphans(endpoint.name)
+            pending: Iterator[PendingLine] = state.iter_pending(endpoint.name)
+            try:
+                for _, group in groupby(pending, key=lambda p: p.group_key):
+                    for batch in batched(
+                        group, line_of=lambda p: p.line, max_lines=max_lines, max_bytes=max_bytes, overhead=overhead
+                    ):
+                        _send_batch(
+                            state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
+                        )
+            finally:
+                # Closed here, not by the garbage collector: on a dead connection closing raises.
+                with contextlib.suppress(psycopg2.Error):
+                    pending.close()  # type: ignore[attr-defined]
+    except (psycopg2.Error, DatabaseUnavailable) as exc:
+        raise StateStoreFailure(
+            f"the state store failed while sending {endpoint.name}, after {report.requests} answered requests "
+            f"({exc if isinstance(exc, DatabaseUnavailable) else db_reason(exc)}). Rows of a request in progress "
+            "stay in flight: the next run re-sends master data, and turns stock movements into delivery_unknown "
+            "for an operator to reconcile (`gestimum-pipeline rejections --status delivery_unknown`). Check "
+            "SYNC_STATE_DATABASE_URL (default CRM_DATABASE_URL), then rerun the partition."
+        ) from None
     report.http_attempts = client.requests_made - attempts_before
     report.duration_seconds = time.perf_counter() - started
     if endpoint.name == STOCK_ENDPOINT and not dry_run:
@@ -290,9 +411,10 @@ def _send_batch(
             state.settle_in_flight(endpoint.name, keys, delivered=False, reason=f"request failed: {exc}")
             raise
         state.settle_in_flight(endpoint.name, keys, delivered=None, reason=f"request {request_id}: {exc}")
+        shown = ", ".join(keys[:20]) + (", …" if len(keys) > 20 else "")
         raise DeliveryUnknownError(
-            f"{len(keys)} stock movements (request {request_id}) may or may not have become documents in "
-            f"Gestimum: {exc}. They are recorded as delivery_unknown and will not be re-sent. Check in "
+            f"{len(keys)} stock movements (request {request_id}; ids {shown}) may or may not have become "
+            f"documents in Gestimum: {exc}. They are recorded as delivery_unknown and will not be re-sent. Check in "
             "Gestimum whether the documents exist, then run `gestimum-pipeline reconcile --delivered "
             "--document <number> <ids>` or `gestimum-pipeline reconcile --release <ids>` "
             "(list them with `gestimum-pipeline rejections --status delivery_unknown`)."
@@ -305,7 +427,25 @@ def _send_batch(
     report.requests += 1
     report.bytes_sent += sum(line_cost(line) for line in lines)
     outcomes = _account(report, request_no, keys, result)
-    state.record_outcomes(endpoint.name, outcomes)
+    try:
+        state.record_outcomes(endpoint.name, outcomes)
+    except (psycopg2.Error, DatabaseUnavailable) as exc:
+        # Gestimum's answer is known but not recorded: say it, so the operator can reconcile from it.
+        docs = f", documents {', '.join(result.documents)}" if result.documents else ""
+        shown = ", ".join(keys[:20]) + (", …" if len(keys) > 20 else "")
+        next_step = (
+            "the next run marks these movements delivery_unknown: reconcile them with `gestimum-pipeline "
+            f"reconcile --delivered --document <document> {shown}` (Gestimum's answer above)"
+            if endpoint.name == STOCK_ENDPOINT
+            else "the next run re-sends these rows (an idempotent upsert)"
+        )
+        reason = exc if isinstance(exc, DatabaseUnavailable) else db_reason(exc)
+        raise StateStoreFailure(
+            f"{endpoint.name} request {request_id} (ids {shown}) was answered by Gestimum ({result.imported} "
+            f"imported, {result.rejected} rejected{docs}), but the state store failed while recording it "
+            f"({reason}). The rows stay in flight; {next_step}. Check SYNC_STATE_DATABASE_URL (default "
+            "CRM_DATABASE_URL), then rerun the partition."
+        ) from None
     logger.info(
         "%s request %d: %d lines, %d imported, %d rejected%s",
         endpoint.name,

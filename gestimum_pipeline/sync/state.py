@@ -203,6 +203,11 @@ class StateStore:
         self.schema = validate_identifier(schema, "state store schema")
         self._setting = setting
         self._conn: psycopg2.extensions.connection | None = None
+        # Row addresses (ctid) of the lines iter_pending just yielded, then of the rows
+        # mark_in_flight just updated: the next UPDATE finds each row directly instead of
+        # descending the primary key 10 000 times. Keyed by (endpoint, source key); a row
+        # whose address no longer holds that key is found by key instead.
+        self._addresses: dict[tuple[str, str], str] = {}
 
     # -- connection ---------------------------------------------------------------
     @property
@@ -288,6 +293,8 @@ class StateStore:
                 + ")"
             )
         with conn, conn.cursor() as cur:
+            # A staging lost in a server crash is simply staged again by the next run.
+            cur.execute("SET LOCAL synchronous_commit = off")
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS staged_rows (source_key text, line text, content_hash text,"
                 " parent_key text, group_key text, sort_key bigint, reason text) ON COMMIT DELETE ROWS"
@@ -410,43 +417,137 @@ class StateStore:
                 cur.itersize = chunk_size
                 cur.execute(
                     self._q(
-                        "SELECT source_key, line, group_key FROM {schema}.records"
+                        "SELECT source_key, line, group_key, ctid::text FROM {schema}.records"
                         " WHERE endpoint = %s AND status = 'pending'"
                         " ORDER BY group_key, sort_key, source_key"
                     ),
                     (endpoint,),
                 )
-                for key, line, group in cur:
+                addresses = self._addresses
+                for key, line, group, address in cur:
+                    # Bounded: mark_in_flight consumes them; a dry run (no marking) stops adding.
+                    if len(addresses) < _MAX_ADDRESSES:
+                        addresses[(endpoint, key)] = address
                     yield PendingLine(key, line, group)
         finally:
             conn.close()
 
+    def _take_addresses(self, endpoint: str, keys: Sequence[str]) -> list[str | None]:
+        pop = self._addresses.pop
+        return [pop((endpoint, k), None) for k in keys]
+
     def mark_in_flight(self, endpoint: str, keys: Sequence[str], *, request_id: str, run_id: str | None) -> None:
-        self._execute_count(
-            "UPDATE {schema}.records SET status = 'in_flight', attempts = attempts + 1, last_attempt_at = now(),"
-            " request_id = %s, run_id = %s, updated_at = now()"
-            " WHERE endpoint = %s AND source_key = ANY(%s)",
-            (request_id, run_id, endpoint, list(keys)),
+        """Marks the rows in flight and commits (synchronously: it must be durable before the POST)."""
+        keys = list(keys)
+        addresses = self._take_addresses(endpoint, keys)
+        set_clause = (
+            "SET status = 'in_flight', attempts = r.attempts + 1, last_attempt_at = now(),"
+            " request_id = %(request)s, run_id = %(run)s, updated_at = now()"
         )
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            found = self._update_by_address(
+                cur,
+                set_clause,
+                endpoint,
+                keys,
+                addresses,
+                {"request": request_id, "run": run_id},
+                returning=True,
+            )
+            missing = [k for k in keys if k not in found]
+            if missing:
+                cur.execute(
+                    self._q(
+                        "UPDATE {schema}.records r " + set_clause + " WHERE r.endpoint = %(endpoint)s"
+                        " AND r.source_key = ANY(%(keys)s) RETURNING r.source_key, r.ctid::text"
+                    ),
+                    {"request": request_id, "run": run_id, "endpoint": endpoint, "keys": missing},
+                )
+                found.update(cur.fetchall())
+        for key, address in found.items():
+            self._addresses[(endpoint, key)] = address  # for record_outcomes
+
+    def _update_by_address(
+        self,
+        cur: psycopg2.extensions.cursor,
+        set_clause: str,
+        endpoint: str,
+        keys: list[str],
+        addresses: list[str | None],
+        params: dict[str, Any],
+        *,
+        returning: bool,
+        extra: tuple[str, list[Any]] | None = None,
+    ) -> dict[str, str]:
+        """UPDATE the rows at `addresses` that still hold their key; returns {key: new address}."""
+        pairs = [(a, k, i) for i, (a, k) in enumerate(zip(addresses, keys, strict=True)) if a is not None]
+        if not pairs:
+            return {}
+        extra_column = ""
+        arrays: dict[str, Any] = {
+            "addresses": [a for a, _, _ in pairs],
+            "keys": [k for _, k, _ in pairs],
+            "endpoint": endpoint,
+        }
+        if extra is not None:
+            extra_column = ", %(extra)s::text[]"
+            arrays["extra"] = [extra[1][i] for _, _, i in pairs]
+        cur.execute(
+            self._q(
+                "UPDATE {schema}.records r "
+                + set_clause
+                + " FROM unnest(%(addresses)s::tid[], %(keys)s::text[]"
+                + extra_column
+                + ") AS d(address, source_key"
+                + (", extra" if extra is not None else "")
+                + ") WHERE r.ctid = d.address AND r.source_key = d.source_key AND r.endpoint = %(endpoint)s"
+                + " RETURNING r.source_key, r.ctid::text"
+            ),
+            {**params, **arrays},
+        )
+        return dict(cur.fetchall()) if returning else {k: "" for k, _ in cur.fetchall()}
 
     def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome]) -> None:
         imported = [o for o in outcomes if o.imported]
         rejected = [o for o in outcomes if not o.imported]
+        self._take_addresses(endpoint, [o.source_key for o in rejected])  # found by key below
         conn = self.conn
         with conn, conn.cursor() as cur:
+            # Losing this commit in a server crash is safe: the rows stay in flight, and are
+            # then re-sent (master data) or reconciled (stock), as after a crash of this process.
+            cur.execute("SET LOCAL synchronous_commit = off")
             if imported:
-                cur.execute(
-                    self._q(
-                        """
-                        UPDATE {schema}.records r SET status = 'imported', imported_hash = r.content_hash,
-                            imported_at = now(), reason = NULL, reason_source = NULL,
-                            document = d.document, updated_at = now()
-                        FROM unnest(%s::text[], %s::text[]) AS d(source_key, document)
-                        WHERE r.endpoint = %s AND r.source_key = d.source_key
-                        """
-                    ),
-                    ([o.source_key for o in imported], [o.document for o in imported], endpoint),
+                keys = [o.source_key for o in imported]
+                documents = [o.document for o in imported]
+                set_clause = (
+                    "SET status = 'imported', imported_hash = r.content_hash, imported_at = now(),"
+                    " reason = NULL, reason_source = NULL, document = d.extra, updated_at = now()"
                 )
+                done = self._update_by_address(
+                    cur,
+                    set_clause,
+                    endpoint,
+                    keys,
+                    self._take_addresses(endpoint, keys),
+                    {},
+                    returning=False,
+                    extra=("document", documents),
+                )
+                if len(done) < len(keys):
+                    rest = [(k, d) for k, d in zip(keys, documents, strict=True) if k not in done]
+                    cur.execute(
+                        self._q(
+                            """
+                            UPDATE {schema}.records r SET status = 'imported', imported_hash = r.content_hash,
+                                imported_at = now(), reason = NULL, reason_source = NULL,
+                                document = d.document, updated_at = now()
+                            FROM unnest(%s::text[], %s::text[]) AS d(source_key, document)
+                            WHERE r.endpoint = %s AND r.source_key = d.source_key
+                            """
+                        ),
+                        ([k for k, _ in rest], [d for _, d in rest], endpoint),
+                    )
             if rejected:
                 cur.execute(
                     self._q(
@@ -662,9 +763,62 @@ class StateStore:
             cur.execute(self._q(query), params)
             return cur.rowcount
 
+    # -- reliability (appended: duplicate codes, operator tools) ---------------------------
+    def reject_case_collisions(self, endpoint: str, field_code: str) -> list[tuple[str, str]]:
+        """Rejects pending rows whose key differs only by case (or trailing spaces) from another live key.
+
+        Gestimum runs on SQL Server, whose usual collations compare codes without case and
+        ignore trailing spaces: `ACME` and `acme` would be one record there, the second
+        import overwriting the first. Both are refused (reason_source `local`, the line is
+        kept so `gestimum-pipeline retry` can re-queue one once the other is renamed).
+        Returns (source key, reason) of the rows rejected.
+        """
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    """
+                    WITH collisions AS (
+                        SELECT n.source_key, min(o.source_key) AS other
+                        FROM {schema}.records n
+                        JOIN {schema}.records o ON o.endpoint = n.endpoint AND o.source_key <> n.source_key
+                             AND lower(rtrim(o.source_key)) = lower(rtrim(n.source_key))
+                        WHERE n.endpoint = %(e)s AND n.status = 'pending'
+                          AND o.status NOT IN ('rejected', 'ignored')
+                        GROUP BY n.source_key
+                    )
+                    UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', updated_at = now(),
+                        reason = %(e)s || ' record ' || r.source_key || ' field ' || %(f)s
+                            || ': the code differs only by case or trailing spaces from record ' || c.other
+                            || ', and Gestimum would store both as one record; rename one of them in the CRM,'
+                            || ' then re-queue the other with `gestimum-pipeline retry`'
+                    FROM collisions c
+                    WHERE r.endpoint = %(e)s AND r.source_key = c.source_key
+                    RETURNING r.source_key, r.reason
+                    """
+                ),
+                {"e": endpoint, "f": field_code},
+            )
+            return [(k, reason) for k, reason in cur.fetchall()]
+
+    def sendable_keys(self, endpoint: str, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Splits `keys` into rows that still carry a line (can be re-sent) and rows that do not."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT source_key, line IS NOT NULL FROM {schema}.records"
+                    " WHERE endpoint = %s AND source_key = ANY(%s)"
+                ),
+                (endpoint, list(keys)),
+            )
+            found = dict(cur.fetchall())
+        return [k for k in keys if found.get(k)], [k for k in keys if k in found and not found[k]]
+
 
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _COMPACT_DELTAS_ABOVE = 2000
+_MAX_ADDRESSES = 100_000
 
 
 def _copy_rows(rows: Sequence[MappedRow]) -> str:
