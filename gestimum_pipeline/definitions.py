@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from gestimum_pipeline.defs.assets import sink_assets, source_assets, transform_assets
+from gestimum_pipeline.defs.assets import preflight_assets, sink_assets, source_assets, transform_assets
 from gestimum_pipeline.defs.checks import state_checks
 from gestimum_pipeline.defs.resources import build_resources
 from gestimum_pipeline.defs.schedules import sync_job, sync_schedule
 
 defs = dg.Definitions(
-    assets=[*source_assets, *transform_assets, *sink_assets],
+    assets=[*preflight_assets, *source_assets, *transform_assets, *sink_assets],
     asset_checks=state_checks,
     jobs=[sync_job],
     schedules=[sync_schedule],

@@ -15,6 +15,7 @@ def test_definitions_load() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
+        "sync/preflight",
         *(f"crm/{r}" for r in ("customers", "contacts", "stock_movements", "customer_item_references")),
         *(
             f"transform/{e}"

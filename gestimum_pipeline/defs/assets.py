@@ -11,11 +11,19 @@ import re
 from datetime import timedelta
 
 import dagster as dg
+import psycopg2
 
 from gestimum_pipeline.crm.queries import count_window
 from gestimum_pipeline.db import DatabaseUnavailable
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
-from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.preflight import run_preflight
+from gestimum_pipeline.defs.resources import (
+    ConfigurationError,
+    CrmDatabase,
+    GestimumApi,
+    SyncOptions,
+    SyncStateDatabase,
+)
 from gestimum_pipeline.gestimum import catalog
 from gestimum_pipeline.gestimum.errors import GestimumError
 from gestimum_pipeline.sync.engine import (
@@ -23,8 +31,10 @@ from gestimum_pipeline.sync.engine import (
     DeliveryUnknownError,
     SendReport,
     StageReport,
+    StateStoreFailure,
     SyncError,
     Window,
+    db_reason,
     send_endpoint,
     stage_endpoint,
 )
@@ -37,6 +47,9 @@ OWNERS = ["team:data-engineering"]
 GESTIMUM_POOL = "gestimum_" + re.sub(r"[^A-Za-z0-9_]", "_", os.environ.get("GESTIMUM_FICHIER", "").strip() or "default")
 RELATIONS = ("customers", "contacts", "stock_movements", "customer_item_references")
 SINK_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
+
+
+PREFLIGHT_KEY = dg.AssetKey(["sync", "preflight"])
 
 
 def source_key(relation: str) -> dg.AssetKey:
@@ -65,9 +78,50 @@ def _fail(what: str, exc: Exception) -> dg.Failure:
     return dg.Failure(description=f"{what}: {exc}")
 
 
+@dg.asset(
+    key=PREFLIGHT_KEY,
+    group_name="sync",
+    kinds={"python"},
+    owners=OWNERS,
+    partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
+    description="Checks every setting and reaches the CRM (source contract), the state store and Gestimum "
+    "(an empty Comptes import in test mode: credentials and company file, nothing stored) before any data "
+    "moves. When it fails, the run stops here with each problem and the setting to fix.",
+)
+def preflight(
+    context: dg.AssetExecutionContext,
+    crm: CrmDatabase,
+    gestimum: GestimumApi,
+    sync_state: SyncStateDatabase,
+    sync_options: SyncOptions,
+) -> dg.MaterializeResult:
+    report = run_preflight(crm, gestimum, sync_state, sync_options, context.log)
+    if not report.ok:
+        raise ConfigurationError(description=report.failure_message())
+    context.log.info(
+        "preflight passed in %.3fs (CRM %.3fs, state store %.3fs, Gestimum %.3fs)",
+        sum(report.seconds.values()),
+        report.seconds["crm"],
+        report.seconds["state_store"],
+        report.seconds["gestimum"],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "crm_check_seconds": round(report.seconds["crm"], 3),
+            "state_store_check_seconds": round(report.seconds["state_store"], 3),
+            "gestimum_check_seconds": round(report.seconds["gestimum"], 3),
+            "gestimum_requests": report.gestimum_requests,
+            "tls_verification": report.tls_verification,
+            "dry_run": sync_options.dry_run,
+        }
+    )
+
+
 def build_source(relation: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_key(relation),
+        deps=[PREFLIGHT_KEY],
         group_name="crm",
         kinds={"postgres"},
         owners=OWNERS,
@@ -85,6 +139,11 @@ def build_source(relation: str) -> dg.AssetsDefinition:
             raise _fail("CRM unreachable", exc) from None
         try:
             rows, last_change = count_window(conn, schema, relation, window.start, window.end)
+        except psycopg2.Error as exc:
+            raise dg.Failure(
+                description=f"CRM query on {schema}.{relation} failed ({db_reason(exc)}); nothing was staged or "
+                "sent. Check that the CRM (CRM_DATABASE_URL) is reachable, then rerun the partition."
+            ) from None
         finally:
             conn.close()
         return dg.MaterializeResult(
@@ -163,6 +222,8 @@ def build_transform(endpoint: str) -> dg.AssetsDefinition:
             )
         except DatabaseUnavailable as exc:
             raise _fail("database unreachable while streaming rows; rerun the partition", exc) from None
+        except SyncError as exc:  # the CRM or the state store failed mid-stream; the message says what next
+            raise dg.Failure(description=f"{endpoint} not staged: {exc}") from None
         finally:
             state.close()
         context.log.info(
@@ -263,6 +324,8 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
             pending_after = state.counts(endpoint_name).get(endpoint_name, {}).get("pending", 0)
         except DeliveryUnknownError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except StateStoreFailure as exc:
+            raise dg.Failure(description=f"{endpoint_name} not synced: {exc}", allow_retries=False) from None
         except (GestimumError, SyncError, DatabaseUnavailable) as exc:
             raise _fail(
                 f"{endpoint_name} not synced; rows not confirmed stay pending in the state store and are "
@@ -289,6 +352,7 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
 
 ENDPOINT_ORDER = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
 
+preflight_assets = [preflight]
 source_assets = [build_source(r) for r in RELATIONS]
 transform_assets = [build_transform(e) for e in ENDPOINT_ORDER]
 sink_assets = [build_sink(e) for e in ENDPOINT_ORDER]

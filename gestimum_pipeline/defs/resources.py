@@ -105,10 +105,17 @@ class SyncStateDatabase(dg.ConfigurableResource):
 
     url: str = Field(description="PostgreSQL URL (SYNC_STATE_DATABASE_URL, default CRM_DATABASE_URL)")
     schema_name: str = STATE_SCHEMA
+    setting: str = Field(
+        default="SYNC_STATE_DATABASE_URL", description="The variable the URL comes from, named in error messages"
+    )
 
     def open(self) -> StateStore:
-        store = StateStore(self.url, self.schema_name)
-        store.migrate()
+        store = StateStore(self.url, self.schema_name, setting=self.setting)
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
         return store
 
 
@@ -127,12 +134,16 @@ class SyncOptions(dg.ConfigurableResource):
     chunk_size: int = 5000
 
 
-def _state_url() -> dg.EnvVar:
+def _state_url_variable() -> str:
     # The state store defaults to the CRM database; which variable holds it is decided at
     # load time, its value is still resolved by Dagster at run time.
     if os.environ.get("SYNC_STATE_DATABASE_URL", "").strip():
-        return dg.EnvVar("SYNC_STATE_DATABASE_URL")
-    return dg.EnvVar("CRM_DATABASE_URL")
+        return "SYNC_STATE_DATABASE_URL"
+    return "CRM_DATABASE_URL"
+
+
+def _state_url() -> dg.EnvVar:
+    return dg.EnvVar(_state_url_variable())
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
@@ -152,7 +163,12 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             ca_bundle=os.environ.get("GESTIMUM_CA_BUNDLE") or None,
             max_retries=env_int("GESTIMUM_MAX_RETRIES", 3),
         ),
-        "sync_state": SyncStateDatabase(url=_state_url()),
+        "sync_state": SyncStateDatabase(
+            url=_state_url(),
+            setting="SYNC_STATE_DATABASE_URL"
+            if _state_url_variable() == "SYNC_STATE_DATABASE_URL"
+            else "SYNC_STATE_DATABASE_URL (unset: CRM_DATABASE_URL)",
+        ),
         "sync_options": SyncOptions(
             lookback_minutes=env_int("GESTIMUM_SYNC_LOOKBACK_MINUTES", 180),
             account_prefix=env_str("GESTIMUM_ACCOUNT_PREFIX", DEFAULT_ACCOUNT_PREFIX),

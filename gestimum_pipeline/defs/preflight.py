@@ -1,0 +1,162 @@
+"""The preflight: every setting checked and every system reached before any data moves.
+
+The first step of every run (the `sync/preflight` asset, upstream of the CRM sources).
+It reads no CRM row, stages nothing and imports nothing; when it fails, every other step
+of the run is skipped and the failure lists each problem with the setting to fix.
+
+What it costs, measured on the simulator and estimated for a real server (the
+metadata records the measured seconds of each check):
+
+* settings: no I/O;
+* CRM: one connection and one catalog query (the source contract), milliseconds;
+* state store: one connection and the idempotent migration check, milliseconds;
+* Gestimum: ONE request, an empty Comptes import in test mode (`tester` = Oui, the
+  header and no data line), which stores nothing. Gestimum opens the company file for
+  it, so it costs what any request costs: about 6 s on a real server (the documented
+  journals), a few milliseconds on the simulator. At most one retry, so a wrong host
+  fails within a connect timeout or two instead of after the full retry schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg2
+
+from gestimum_pipeline.db import DatabaseUnavailable
+from gestimum_pipeline.defs.resources import (
+    ConfigurationError,
+    CrmDatabase,
+    GestimumApi,
+    SyncOptions,
+    SyncStateDatabase,
+)
+from gestimum_pipeline.gestimum import catalog
+from gestimum_pipeline.gestimum.errors import (
+    GestimumAuthenticationError,
+    GestimumError,
+    GestimumUnreachable,
+)
+from gestimum_pipeline.sync.engine import db_reason
+
+# Below this a request cannot hold the envelope and one ordinary line.
+MIN_REQUEST_BYTES = 4096
+# The access check retries at most once: a configuration error must fail fast.
+ACCESS_CHECK_RETRIES = 1
+DB_HINT = "check the host, port, database name and credentials, and that the server accepts connections"
+
+
+@dataclass
+class PreflightReport:
+    problems: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    tls_verification: str = "on"
+    gestimum_requests: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def failure_message(self) -> str:
+        items = "\n".join(f"  {i}. {p}" for i, p in enumerate(self.problems, 1))
+        return (
+            "Preflight failed: nothing was read from the CRM, staged or sent to Gestimum. "
+            f"Fix the following setting(s), then rerun the partition(s):\n{items}"
+        )
+
+
+def settings_problems(gestimum: GestimumApi, options: SyncOptions) -> list[str]:
+    """Values that are present but unusable; no I/O."""
+    problems: list[str] = []
+    if options.chunk_size < 1:
+        problems.append(f"sync_options.chunk_size must be at least 1, got {options.chunk_size}")
+    if options.lookback_minutes < 0:
+        problems.append(
+            f"GESTIMUM_SYNC_LOOKBACK_MINUTES (sync_options.lookback_minutes) must not be negative, "
+            f"got {options.lookback_minutes}"
+        )
+    if gestimum.max_lines_per_request < 1:
+        problems.append(f"GESTIMUM_MAX_LINES_PER_REQUEST must be at least 1, got {gestimum.max_lines_per_request}")
+    if gestimum.max_bytes_per_request < MIN_REQUEST_BYTES:
+        problems.append(
+            f"GESTIMUM_MAX_BYTES_PER_REQUEST must be at least {MIN_REQUEST_BYTES}, got {gestimum.max_bytes_per_request}"
+        )
+    if gestimum.connect_timeout_seconds <= 0 or gestimum.read_timeout_seconds <= 0:
+        problems.append(
+            "GESTIMUM_CONNECT_TIMEOUT_SECONDS and GESTIMUM_READ_TIMEOUT_SECONDS must be positive "
+            "(a request must never hang forever)"
+        )
+    if gestimum.max_retries < 0:
+        problems.append(f"GESTIMUM_MAX_RETRIES must not be negative, got {gestimum.max_retries}")
+    try:
+        gestimum.line_format().encoder()
+    except (ValueError, LookupError) as exc:
+        problems.append(f"Gestimum line format (separator, qualifier, charset): {exc}")
+    return problems
+
+
+def run_preflight(
+    crm: CrmDatabase,
+    gestimum: GestimumApi,
+    sync_state: SyncStateDatabase,
+    options: SyncOptions,
+    logger: logging.Logger,
+) -> PreflightReport:
+    """Runs every check, collecting all problems rather than stopping at the first."""
+    report = PreflightReport(problems=settings_problems(gestimum, options))
+    if not gestimum.verify_tls:
+        report.tls_verification = "OFF (GESTIMUM_VERIFY_TLS=false): Gestimum's identity is not checked"
+        logger.warning("GESTIMUM_VERIFY_TLS is false: %s", report.tls_verification)
+
+    started = time.perf_counter()
+    try:
+        crm.checked_schema()
+    except ConfigurationError as exc:
+        report.problems.append(f"CRM_SCHEMA / CRM_DATABASE_URL: {exc.description}")
+    except DatabaseUnavailable as exc:
+        report.problems.append(f"{exc}; {DB_HINT}")
+    except ValueError as exc:  # a malformed URL or schema name; the message names the setting
+        report.problems.append(str(exc))
+    except psycopg2.Error as exc:
+        report.problems.append(f"CRM_DATABASE_URL: the source contract could not be read ({db_reason(exc)})")
+    report.seconds["crm"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    try:
+        sync_state.open().close()
+    except DatabaseUnavailable as exc:
+        report.problems.append(f"{exc}; {DB_HINT}")
+    except ValueError as exc:
+        report.problems.append(str(exc))
+    except psycopg2.Error as exc:
+        report.problems.append(
+            f"{sync_state.setting}: the state store schema {sync_state.schema_name!r} cannot be created or "
+            f"migrated ({db_reason(exc)}); grant CREATE on that database to the sync user, or point "
+            "SYNC_STATE_DATABASE_URL at a database where it may"
+        )
+    report.seconds["state_store"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    try:
+        client = gestimum.client(logger)
+    except ConfigurationError as exc:
+        report.problems.append(exc.description or "Gestimum settings are invalid")
+    else:
+        try:
+            client.check_access(catalog.COMPTES, max_retries=ACCESS_CHECK_RETRIES)
+        except GestimumUnreachable as exc:
+            report.problems.append(f"GESTIMUM_URL: {exc}")
+        except GestimumAuthenticationError as exc:
+            report.problems.append(f"{exc.setting}: {exc}")
+        except GestimumError as exc:
+            report.problems.append(
+                f"GESTIMUM_URL: Gestimum did not accept the access check (an empty Comptes import in test "
+                f"mode, which stores nothing): {exc}"
+            )
+        finally:
+            report.gestimum_requests = client.requests_made
+            client.close()
+    report.seconds["gestimum"] = time.perf_counter() - started
+    return report
