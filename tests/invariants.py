@@ -231,9 +231,11 @@ def assert_no_secret(texts: dict[str, str] | str, secrets: list[str]) -> None:
 
 def statuses(state_url: str, endpoint: str) -> dict[str, str]:
     with StateStore(state_url) as store:
+        store.migrate()
         return {r["source_key"]: r["status"] for r in store.records(endpoint=endpoint)}
 
 
 def records(state_url: str, endpoint: str) -> dict[str, dict[str, Any]]:
     with StateStore(state_url) as store:
+        store.migrate()
         return {r["source_key"]: r for r in store.records(endpoint=endpoint)}
