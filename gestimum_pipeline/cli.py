@@ -14,23 +14,36 @@ from typing import Any
 STATE_URL_HELP = "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL)"
 
 
-def _state_url(args: argparse.Namespace) -> str:
-    url = args.database_url or os.environ.get("SYNC_STATE_DATABASE_URL") or os.environ.get("CRM_DATABASE_URL")
-    if not url:
-        raise SystemExit("no state store: set SYNC_STATE_DATABASE_URL or CRM_DATABASE_URL, or pass --database-url")
-    return url
+def _state_url(args: argparse.Namespace) -> tuple[str, str]:
+    """The state store URL and where it came from (named in error messages, never the URL's password)."""
+    for setting, value in (
+        ("--database-url", args.database_url),
+        ("SYNC_STATE_DATABASE_URL", os.environ.get("SYNC_STATE_DATABASE_URL")),
+        ("CRM_DATABASE_URL", os.environ.get("CRM_DATABASE_URL")),
+    ):
+        if value:
+            return value, setting
+    raise SystemExit("no state store: set SYNC_STATE_DATABASE_URL or CRM_DATABASE_URL, or pass --database-url")
 
 
 def _open_state(args: argparse.Namespace) -> Any:
     from gestimum_pipeline.db import DatabaseUnavailable
     from gestimum_pipeline.sync.state import StateStore
 
+    url, setting = _state_url(args)
     try:
-        store = StateStore(_state_url(args), args.schema)
+        store = StateStore(url, args.schema, setting=setting)
         store.migrate()
     except (DatabaseUnavailable, ValueError) as exc:
         raise SystemExit(str(exc)) from None
     return store
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers): the operator must say who they are
+        return ""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -69,7 +82,20 @@ def _jsonable(value: Any) -> Any:
 _LIST_COLUMNS = ("endpoint", "source_key", "status", "attempts", "updated_at", "reason")
 
 
+def _check_endpoint(name: str | None) -> None:
+    from gestimum_pipeline.gestimum.catalog import ENDPOINTS
+
+    if name is not None and name not in ENDPOINTS:
+        raise SystemExit(f"unknown endpoint {name!r}; one of {', '.join(ENDPOINTS)}")
+
+
 def _cmd_rejections(args: argparse.Namespace) -> int:
+    from gestimum_pipeline.sync.state import STATUSES
+
+    _check_endpoint(args.endpoint)
+    unknown = sorted(set(args.status or ()) - set(STATUSES))
+    if unknown:
+        raise SystemExit(f"unknown status {', '.join(unknown)}; one of {', '.join(STATUSES)}")
     store = _open_state(args)
     try:
         rows = store.records(
@@ -112,30 +138,49 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
         raise SystemExit("not confirmed; nothing changed")
 
 
-def _apply(args: argparse.Namespace, action: str, from_statuses: Sequence[str], to_status: str, **kw: Any) -> int:
-    from gestimum_pipeline.gestimum.catalog import ENDPOINTS
-
-    if args.endpoint not in ENDPOINTS:
-        raise SystemExit(f"unknown endpoint {args.endpoint!r}; one of {', '.join(ENDPOINTS)}")
+def _apply(
+    args: argparse.Namespace,
+    action: str,
+    from_statuses: Sequence[str],
+    to_status: str,
+    *,
+    needs_line: bool = False,
+    **kw: Any,
+) -> int:
+    _check_endpoint(args.endpoint)
+    if not args.actor.strip():
+        raise SystemExit("who is acting? pass --actor NAME (it is recorded with the action)")
     _confirm(args, f"{action} {len(args.keys)} {args.endpoint} rows")
     store = _open_state(args)
     try:
-        changed = store.apply_action(
-            action, args.endpoint, args.keys, actor=args.actor, from_statuses=from_statuses, to_status=to_status, **kw
+        keys, without_line = store.sendable_keys(args.endpoint, args.keys) if needs_line else (args.keys, [])
+        changed = (
+            store.apply_action(
+                action, args.endpoint, keys, actor=args.actor, from_statuses=from_statuses, to_status=to_status, **kw
+            )
+            if keys
+            else []
         )
     finally:
         store.close()
-    skipped = sorted(set(args.keys) - set(changed))
     print(f"{action}: {len(changed)} rows now {to_status}")
+    refused = sorted(set(without_line))
+    if refused:
+        # A row refused locally has no line to send: only a corrected CRM row can be staged again.
+        print(
+            f"not changed (rejected locally, nothing to re-send: fix the CRM row, the next run stages it): "
+            f"{', '.join(refused)}",
+            file=sys.stderr,
+        )
+    skipped = sorted(set(args.keys) - set(changed) - set(refused))
     if skipped:
         print(f"not changed (not in {'/'.join(from_statuses)}): {', '.join(skipped)}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if refused or skipped else 0
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
     # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
-    return _apply(args, "retry", ("rejected", "held"), "pending")
+    return _apply(args, "retry", ("rejected", "held", "ignored"), "pending", needs_line=True)
 
 
 def _cmd_ignore(args: argparse.Namespace) -> int:
@@ -145,10 +190,29 @@ def _cmd_ignore(args: argparse.Namespace) -> int:
 def _cmd_reconcile(args: argparse.Namespace) -> int:
     args.endpoint = "documents_stock"
     if args.delivered:
-        if not args.document:
+        if not (args.document or "").strip():
             raise SystemExit("--delivered needs --document: the Gestimum document these movements became")
+        args.document = args.document.strip()
         return _apply(args, "reconcile-delivered", ("delivery_unknown",), "imported", document=args.document)
     return _apply(args, "reconcile-release", ("delivery_unknown",), "pending")
+
+
+def _cmd_actions(args: argparse.Namespace) -> int:
+    store = _open_state(args)
+    try:
+        rows = store.actions(limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        json.dump([{k: _jsonable(v) for k, v in r.items()} for r in rows], sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    for r in rows:
+        detail = r["detail"] or {}
+        extra = ", ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
+        print(f"{_jsonable(r['at'])}  {r['actor']}  {r['action']}  {r['endpoint']}  {r['source_key']}  {extra}")
+    print(f"\n{len(rows)} actions")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,10 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
         if with_endpoint:
             p.add_argument("--endpoint", required=True)
         p.add_argument("keys", nargs="+", help="source keys (see `rejections`)")
-        p.add_argument("--actor", default=getpass.getuser(), help="who is acting (recorded)")
+        p.add_argument("--actor", default=_default_actor(), help="who is acting (recorded; default: the OS user)")
         p.add_argument("--yes", action="store_true", help="confirm without prompting")
 
-    retry = sub.add_parser("retry", help="re-queue rejected or held rows for the next run")
+    retry = sub.add_parser("retry", help="re-queue rejected, held or ignored rows for the next run")
     action_args(retry)
     retry.set_defaults(func=_cmd_retry)
 
@@ -208,12 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--release", action="store_true", help="Gestimum does not have them: send them again")
     rec.add_argument("--document", help="the Gestimum document number (with --delivered)")
     rec.set_defaults(func=_cmd_reconcile)
+
+    act = sub.add_parser("actions", help="the operators' actions, newest first (who, when, what)")
+    state_args(act)
+    act.add_argument("--limit", type=int, default=100)
+    act.add_argument("--json", action="store_true")
+    act.set_defaults(func=_cmd_actions)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import psycopg2
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except psycopg2.Error as exc:
+        # A server message (never the connection's password), without a traceback.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SystemExit(f"{args.command}: the state store failed: {reason}") from None
 
 
 if __name__ == "__main__":
