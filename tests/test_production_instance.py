@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import dagster as dg
 import pytest
@@ -82,30 +82,32 @@ mutation($params: LaunchBackfillParams!) {
 
 
 def pg_env(url: str) -> dict[str, str]:
-    """The DAGSTER_PG_* variables the production dagster.yaml reads, from a postgresql:// URL."""
+    """The DAGSTER_PG_* variables the production dagster.yaml reads, from a postgresql:// URL.
+
+    A Unix-socket URL (the embedded server's: ``postgresql://user@/db?host=/socket/dir``)
+    leaves DAGSTER_PG_HOST empty and names the socket directory in PGHOST, which libpq reads
+    when the connection string has no host.
+    """
     parts = urlsplit(url)
-    return {
-        "DAGSTER_PG_HOST": parts.hostname or "127.0.0.1",
-        "DAGSTER_PG_PORT": str(parts.port or 5432),
-        "DAGSTER_PG_DB": parts.path.lstrip("/"),
+    query = parse_qs(parts.query)
+    env = {
+        "DAGSTER_PG_HOST": parts.hostname or "",
+        "DAGSTER_PG_PORT": query.get("port", [str(parts.port or 5432)])[0],
+        "DAGSTER_PG_DB": unquote(parts.path.lstrip("/")),
         "DAGSTER_PG_USER": unquote(parts.username or ""),
         "DAGSTER_PG_PASSWORD": unquote(parts.password or ""),
     }
+    if "host" in query:
+        env["DAGSTER_PG_HOST"] = ""
+        env["PGHOST"] = query["host"][0]
+    return env
 
 
-def instance_from_yaml(path: Path, home: Path, env: Mapping[str, str]) -> dg.DagsterInstance:
-    """Loads `path` as $DAGSTER_HOME/dagster.yaml, the way the daemon and the webserver do."""
+def instance_from_yaml(path: Path, home: Path) -> dg.DagsterInstance:
+    """Loads `path` as $DAGSTER_HOME/dagster.yaml, the way the daemon and the webserver do
+    (its `env:` fields are read from the environment now)."""
     shutil.copy(path, home / "dagster.yaml")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # `env:` fields are resolved when the instance loads
-    try:
-        return dg.DagsterInstance.from_config(str(home))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return dg.DagsterInstance.from_config(str(home))
 
 
 @pytest.fixture
@@ -123,7 +125,7 @@ def dagster_pg_url(pg_server_url: str) -> Iterator[str]:
 
 
 def test_local_instance_config_loads(tmp_path: Path) -> None:
-    with instance_from_yaml(LOCAL_YAML, tmp_path, {}) as instance:
+    with instance_from_yaml(LOCAL_YAML, tmp_path) as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         pools = instance.get_concurrency_config().pool_config
@@ -131,8 +133,10 @@ def test_local_instance_config_loads(tmp_path: Path) -> None:
         assert pools.default_pool_limit == 1
 
 
-def test_production_instance_config_loads(tmp_path: Path, dagster_pg_url: str) -> None:
-    with instance_from_yaml(PRODUCTION_YAML, tmp_path, pg_env(dagster_pg_url)) as instance:
+def test_production_instance_config_loads(tmp_path: Path, dagster_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in pg_env(dagster_pg_url).items():
+        monkeypatch.setenv(name, value)
+    with instance_from_yaml(PRODUCTION_YAML, tmp_path) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
@@ -297,7 +301,7 @@ def _assert_gestimum_holds_the_crm(sim: GestimumSimulator, crm_url: str, movemen
 
 @pytest.mark.slow
 def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_file(
-    tmp_path: Path, crm_url: str, dagster_pg_url: str
+    tmp_path: Path, crm_url: str, dagster_pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     t0 = time.monotonic()
     conn = connect(crm_url)
@@ -329,7 +333,9 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
                 "GESTIMUM_SYNC_START_DATE": "2026-03-01",
             }
         )
-        instance = stack.enter_context(instance_from_yaml(PRODUCTION_YAML, home, env))
+        for name, value in pg_env(dagster_pg_url).items():  # this process reads the same storage
+            monkeypatch.setenv(name, value)
+        instance = stack.enter_context(instance_from_yaml(PRODUCTION_YAML, home))
         daemon_log, webserver_log = tmp_path / "daemon.log", tmp_path / "webserver.log"
         daemon = stack.enter_context(
             _process_group([str(BIN / "dagster-daemon"), "run"], cwd=home, env=env, log=daemon_log)
