@@ -19,6 +19,7 @@ metadata records the measured seconds of each check):
 
 from __future__ import annotations
 
+import codecs
 import logging
 import time
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ def settings_problems(gestimum: GestimumApi, options: SyncOptions) -> list[str]:
         problems.append(f"GESTIMUM_MAX_RETRIES must not be negative, got {gestimum.max_retries}")
     try:
         gestimum.line_format().encoder()
+        if gestimum.charset:
+            codecs.lookup(gestimum.charset)  # otherwise the first row to encode would fail mid-run
     except (ValueError, LookupError) as exc:
         problems.append(f"Gestimum line format (separator, qualifier, charset): {exc}")
     return problems
@@ -155,6 +158,9 @@ def run_preflight(
                 f"GESTIMUM_URL: Gestimum did not accept the access check (an empty Comptes import in test "
                 f"mode, which stores nothing): {exc}"
             )
+        except ValueError as exc:  # a request that cannot even be built (line format): reported once
+            if not any(str(exc) in p for p in report.problems):
+                report.problems.append(f"Gestimum settings: {exc}")
         finally:
             report.gestimum_requests = client.requests_made
             client.close()
