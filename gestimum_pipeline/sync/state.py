@@ -773,8 +773,13 @@ class StateStore:
         kept so `gestimum-pipeline retry` can re-queue one once the other is renamed).
         Returns (source key, reason) of the rows rejected.
         """
+        if not self.counts(endpoint).get(endpoint, {}).get("pending"):
+            return []  # only pending rows can be rejected: a rerun that staged nothing pays nothing
         conn = self.conn
         with conn, conn.cursor() as cur:
+            # Mid-backfill the records are rarely analyzed, and a nested loop on the folded key
+            # is quadratic (minutes at 10k rows): hash both sides instead, linear at any size.
+            cur.execute("SET LOCAL enable_nestloop = off")
             cur.execute(
                 self._q(
                     """
