@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+from psycopg2 import sql
 
+from gestimum_pipeline.crm.contract import RELATIONS
 from gestimum_pipeline.db import connect
 from gestimum_pipeline.defs.assets import sink_assets, source_assets, transform_assets
 from gestimum_pipeline.defs.checks import state_checks
@@ -81,7 +83,7 @@ def run_sync(
     return SyncRun(result.success, metadata, order, failures, result)
 
 
-def execute(url: str, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+def execute(url: str, statements: Iterable[tuple[str | sql.Composable, Sequence[Any]]]) -> None:
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
@@ -91,61 +93,31 @@ def execute(url: str, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         conn.close()
 
 
-def insert_customers(url: str, rows: Iterable[Sequence[Any]]) -> None:
-    execute(
-        url,
-        (
-            (
-                "INSERT INTO crm.customers (code, name, street, street2, postal_code, city, email, phone, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                r,
-            )
-            for r in rows
-        ),
+def insert_rows(url: str, relation: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Inserts rows into a CRM relation, values in the source contract's column order."""
+    columns = RELATIONS[relation].columns
+    query = sql.SQL("INSERT INTO crm.{} ({}) VALUES ({})").format(
+        sql.Identifier(relation),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
     )
+    execute(url, ((query, r) for r in rows))
+
+
+def insert_customers(url: str, rows: Iterable[Sequence[Any]]) -> None:
+    insert_rows(url, "customers", rows)
 
 
 def insert_contacts(url: str, rows: Iterable[Sequence[Any]]) -> None:
-    execute(
-        url,
-        (
-            (
-                "INSERT INTO crm.contacts (code, customer_code, last_name, first_name, email, phone, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                r,
-            )
-            for r in rows
-        ),
-    )
+    insert_rows(url, "contacts", rows)
 
 
 def insert_movements(url: str, rows: Iterable[Sequence[Any]]) -> None:
-    execute(
-        url,
-        (
-            (
-                "INSERT INTO crm.stock_movements (id, direction, warehouse_code, item_code, quantity, moved_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                r,
-            )
-            for r in rows
-        ),
-    )
+    insert_rows(url, "stock_movements", rows)
 
 
 def insert_references(url: str, rows: Iterable[Sequence[Any]]) -> None:
-    execute(
-        url,
-        (
-            (
-                "INSERT INTO crm.customer_item_references"
-                " (customer_code, item_code, customer_reference, customer_price, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                r,
-            )
-            for r in rows
-        ),
-    )
+    insert_rows(url, "customer_item_references", rows)
 
 
 def state_records(url: str, endpoint: str) -> dict[str, dict[str, Any]]:
