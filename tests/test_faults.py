@@ -17,6 +17,7 @@ Movements 1-3 (entries, warehouse 001) form the first stock request: the one fau
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,6 +77,11 @@ def says(message: str, *phrases: str) -> None:
     low = message.lower()
     missing = [p for p in phrases if p.lower() not in low]
     assert not missing, f"the message lacks {missing}: {message}"
+
+
+def preflight_says(message: str) -> str:
+    """The preflight's failure as the table shows it: the first problem, in full."""
+    return "Preflight failed, nothing moved: " + message.split("1. ", 1)[1].split("\n")[0][:220]
 
 
 def invariants(dep: Deployment, **allow: bool) -> InvariantReport:
@@ -179,7 +185,13 @@ def test_gestimum_may_have_processed_the_request(
     assert not run.success
     message = run.failure("gestimum/documents_stock")
     says(message, cause, "delivery_unknown", "will not be re-sent", "gestimum-pipeline reconcile", "ids 1, 2, 3")
-    case.operator_sees = message.split(". They are recorded")[0][:160] + "… `gestimum-pipeline reconcile …`"
+    detail = re.search(r"may have been processed by Gestimum: (.*?)\. It may have created", message)
+    assert detail is not None, message
+    case.operator_sees = (
+        f"3 stock movements (ids 1, 2, 3) may or may not have become documents in Gestimum: {detail[1]} … "
+        "recorded as delivery_unknown and will not be re-sent … `gestimum-pipeline reconcile --delivered "
+        "--document <number> <ids>` or `… --release <ids>`"
+    )
     stock = statuses(dep.state_url, "documents_stock")
     assert {k: stock[k] for k in FIRST_REQUEST} == dict.fromkeys(FIRST_REQUEST, "delivery_unknown")
     # Never re-sent: exactly one stock request reached Gestimum, and it was not retried.
@@ -277,7 +289,7 @@ def test_gestimum_unreachable_at_start(dep: Deployment, capsys: pytest.CaptureFi
     no_leak(dep, run)
     message = run.failure("sync/preflight")
     says(message, "nothing was read", "GESTIMUM_URL", "could not reach Gestimum", "rerun")
-    case.operator_sees = message.replace("\n", " ")[:220]
+    case.operator_sees = preflight_says(message)
     _nothing_moved(dep, case, run)
     dep.gestimum_url = good
     recover(dep, case, capsys)
@@ -327,7 +339,7 @@ def test_wrong_credentials_or_company_file(
     no_leak(dep, run, extra=[value] if field == "password" else None)
     message = run.failure("sync/preflight")
     says(message, setting, "nothing was read", "rerun")
-    case.operator_sees = message.replace("\n", " ")[:220]
+    case.operator_sees = preflight_says(message)
     _nothing_moved(dep, case, run)
     setattr(dep, field, good)
     recover(dep, case, capsys)
@@ -343,7 +355,7 @@ def test_crm_unreachable_at_start(dep_separate_state: Deployment, capsys: pytest
     no_leak(dep, run)
     message = run.failure("sync/preflight")
     says(message, "CRM_DATABASE_URL", "***@127.0.0.1:1", "connection refused", "check the host", "rerun")
-    case.operator_sees = message.replace("\n", " ")[:220]
+    case.operator_sees = preflight_says(message)
     dep.crm_url = good
     _nothing_moved(dep, case, run)
     recover(dep, case, capsys)
@@ -359,7 +371,7 @@ def test_state_store_unreachable_at_start(dep_separate_state: Deployment, capsys
     no_leak(dep, run)
     message = run.failure("sync/preflight")
     says(message, "SYNC_STATE_DATABASE_URL", "***@127.0.0.1:1", "check the host", "rerun")
-    case.operator_sees = message.replace("\n", " ")[:220]
+    case.operator_sees = preflight_says(message)
     dep.state_url = good
     _nothing_moved(dep, case, run)
     recover(dep, case, capsys)

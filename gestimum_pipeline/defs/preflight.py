@@ -78,6 +78,12 @@ def settings_problems(gestimum: GestimumApi, options: SyncOptions) -> list[str]:
             f"GESTIMUM_SYNC_LOOKBACK_MINUTES (sync_options.lookback_minutes) must not be negative, "
             f"got {options.lookback_minutes}"
         )
+    return problems + gestimum_settings_problems(gestimum)
+
+
+def gestimum_settings_problems(gestimum: GestimumApi) -> list[str]:
+    """The Gestimum resource's unusable values; when there is one, the access check is skipped."""
+    problems: list[str] = []
     if gestimum.max_lines_per_request < 1:
         problems.append(f"GESTIMUM_MAX_LINES_PER_REQUEST must be at least 1, got {gestimum.max_lines_per_request}")
     if gestimum.max_bytes_per_request < MIN_REQUEST_BYTES:
@@ -143,10 +149,14 @@ def run_preflight(
 
     started = time.perf_counter()
     try:
-        client = gestimum.client(logger)
+        # Settings already reported would only fail the access check again, less clearly.
+        client = None if gestimum_settings_problems(gestimum) else gestimum.client(logger)
     except ConfigurationError as exc:
         report.problems.append(exc.description or "Gestimum settings are invalid")
     else:
+        if client is None:
+            report.seconds["gestimum"] = 0.0
+            return report
         try:
             client.check_access(catalog.COMPTES, max_retries=ACCESS_CHECK_RETRIES)
         except GestimumUnreachable as exc:
