@@ -115,3 +115,38 @@ def test_trigger_kept_counts_match_the_records(database_url: str) -> None:
         with store.conn, store.conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM gestimum_sync.status_deltas")
             assert cur.fetchone()[0] <= _COMPACT_DELTAS_ABOVE + 10
+
+
+def test_master_data_outcomes_are_written_in_the_background_and_waited_for(database_url: str) -> None:
+    """record_outcomes returns at once for master data; any later use of the store waits for it,
+    and a failure there is raised as a state-store error naming what happened."""
+    import psycopg2
+    import pytest as _pytest
+
+    from gestimum_pipeline.gestimum.envelope import LineFormat
+    from gestimum_pipeline.sync.mapping import clients_mapper
+    from gestimum_pipeline.sync.state import Outcome, OutcomesNotRecorded, StateStore
+
+    mapper = clients_mapper(LineFormat().encoder())
+    with StateStore(database_url) as store:
+        store.migrate()
+        store.stage("clients", [mapper.map((f"C{i}", "N", *[None] * 7)) for i in range(30)], partition="p", run_id="r")
+        with store.company_lock("X"):
+            keys = [p.source_key for p in store.iter_pending("clients")]
+            store.mark_in_flight("clients", keys[:10], request_id="q1", run_id="r")
+            store.record_outcomes("clients", [Outcome(k, True) for k in keys[:10]])
+            store.mark_in_flight("clients", keys[10:20], request_id="q2", run_id="r")  # beside q1's outcomes
+            store.record_outcomes("clients", [Outcome(k, True) for k in keys[10:20]])
+        # The lock was released only once both requests' outcomes were committed.
+        assert store.counts("clients") == {"clients": {"imported": 20, "pending": 10}}
+
+        def fail(*args: object) -> None:
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+        assert store._writer is not None
+        store._writer._apply = fail
+        store.mark_in_flight("clients", keys[20:], request_id="q3", run_id="r")
+        store.record_outcomes("clients", [Outcome(k, True) for k in keys[20:]])
+        with _pytest.raises(OutcomesNotRecorded, match=r"earlier clients request failed .*stay in flight"):
+            store.counts("clients")
+        assert store.counts("clients") == {"clients": {"imported": 20, "in_flight": 10}}

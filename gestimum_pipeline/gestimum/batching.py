@@ -35,7 +35,7 @@ _SHORT_ESCAPES = frozenset('"\\\b\f\n\r\t')
 def line_cost(line: str) -> int:
     """Bytes `line` adds to the compact JSON body: its UTF-8 bytes, its JSON escapes,
     two quotes and the comma separating it from the previous array element."""
-    n = len(line.encode("utf-8")) + 3
+    n = (len(line) if line.isascii() else len(line.encode("utf-8"))) + 3  # isascii: a flag, no scan
     if _NEEDS_ESCAPE.search(line) is None:  # the common case: one C-level scan
         return n
     for ch in _NEEDS_ESCAPE.findall(line):

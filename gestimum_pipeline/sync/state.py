@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import re
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg2
 import psycopg2.extensions
@@ -180,15 +182,17 @@ class StageCounts:
     unchanged: int  # rows already in that state (nothing to send)
 
 
-@dataclass(frozen=True)
-class PendingLine:
+class PendingLine(NamedTuple):
+    """One line to send (NamedTuple: millions per backfill, cheap to build)."""
+
     source_key: str
     line: str
     group_key: str
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What Gestimum said about one line (NamedTuple: one per line sent)."""
+
     source_key: str
     imported: bool
     reason: str | None = None
@@ -208,10 +212,20 @@ class StateStore:
         # descending the primary key 10 000 times. Keyed by (endpoint, source key); a row
         # whose address no longer holds that key is found by key instead.
         self._addresses: dict[tuple[str, str], str] = {}
+        # record_outcomes hands master data's UPDATEs to a background connection, so
+        # request k's outcomes are written while request k+1 is marked and posted. Every
+        # other use of `conn` first waits for them (and raises their error); company_lock
+        # is released only once they are committed.
+        self.async_outcomes = True
+        self._writer: _OutcomeWriter | None = None
 
     # -- connection ---------------------------------------------------------------
     @property
     def conn(self) -> psycopg2.extensions.connection:
+        self._drain()
+        return self._own_conn()
+
+    def _own_conn(self) -> psycopg2.extensions.connection:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.url, setting=self._setting)
         return self._conn
@@ -219,7 +233,15 @@ class StateStore:
     def new_connection(self) -> psycopg2.extensions.connection:
         return connect(self.url, setting=self._setting)
 
+    def _drain(self, *, raise_errors: bool = True) -> None:
+        """Waits until every outcome handed to the background writer is committed."""
+        if self._writer is not None:
+            self._writer.drain(raise_errors=raise_errors)
+
     def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.stop()
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
@@ -353,7 +375,9 @@ class StateStore:
                         )
                     time.sleep(0.5)
             yield
+            self._drain()  # outcomes of the last request are committed before the lock goes
         finally:
+            self._drain(raise_errors=False)  # after a failure: still never release mid-write
             conn.close()
 
     def recover_in_flight(self, endpoint: str) -> int:
@@ -444,7 +468,11 @@ class StateStore:
             "SET status = 'in_flight', attempts = r.attempts + 1, last_attempt_at = now(),"
             " request_id = %(request)s, run_id = %(run)s, updated_at = now()"
         )
-        conn = self.conn
+        # Runs beside the previous request's outcomes (other rows, another connection);
+        # a failure there stops us before anything more is marked or sent.
+        if self._writer is not None:
+            self._writer.raise_error()
+        conn = self._own_conn()
         with conn, conn.cursor() as cur:
             found = self._update_by_address(
                 cur,
@@ -509,10 +537,29 @@ class StateStore:
         return dict(cur.fetchall()) if returning else {k: "" for k, _ in cur.fetchall()}
 
     def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome]) -> None:
+        """Records each line's outcome. With `async_outcomes` (the default) the UPDATEs run on a
+        background connection and this returns at once; see `conn` and `company_lock`."""
         imported = [o for o in outcomes if o.imported]
         rejected = [o for o in outcomes if not o.imported]
         self._take_addresses(endpoint, [o.source_key for o in rejected])  # found by key below
-        conn = self.conn
+        addresses = self._take_addresses(endpoint, [o.source_key for o in imported])
+        # Stock outcomes stay synchronous: a failure to record them must be reported with
+        # the request it belongs to (the documents an operator reconciles against).
+        if not self.async_outcomes or endpoint == STOCK_ENDPOINT:
+            self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected)
+            return
+        if self._writer is None:
+            self._writer = _OutcomeWriter(self.new_connection, self._apply_outcomes)
+        self._writer.submit((endpoint, imported, addresses, rejected))
+
+    def _apply_outcomes(
+        self,
+        conn: psycopg2.extensions.connection,
+        endpoint: str,
+        imported: list[Outcome],
+        addresses: list[str | None],
+        rejected: list[Outcome],
+    ) -> None:
         with conn, conn.cursor() as cur:
             # Losing this commit in a server crash is safe: the rows stay in flight, and are
             # then re-sent (master data) or reconciled (stock), as after a crash of this process.
@@ -529,7 +576,7 @@ class StateStore:
                     set_clause,
                     endpoint,
                     keys,
-                    self._take_addresses(endpoint, keys),
+                    addresses,
                     {},
                     returning=False,
                     extra=("document", documents),
@@ -819,6 +866,80 @@ class StateStore:
             )
             found = dict(cur.fetchall())
         return [k for k in keys if found.get(k)], [k for k in keys if k in found and not found[k]]
+
+
+class OutcomesNotRecorded(psycopg2.OperationalError):
+    """The background writer could not record a master-data request's outcomes.
+
+    A psycopg2 error, so callers handle it as any state-store failure.
+    """
+
+
+class _OutcomeWriter:
+    """Applies record_outcomes jobs in order on its own connection, in a daemon thread.
+
+    At most one job waits while one runs (submit blocks otherwise). A failed job keeps
+    its rows in flight (recovered like after a crash) and its error is raised by the
+    store's next use of its connection; later jobs are still applied.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg2.extensions.connection],
+        apply: Callable[..., None],
+    ) -> None:
+        self._connect = connect
+        self._apply = apply
+        self._jobs: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gestimum-outcomes", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn: psycopg2.extensions.connection | None = None
+        try:
+            while True:
+                job = self._jobs.get()
+                try:
+                    if job is None:
+                        return
+                    if conn is None or conn.closed:
+                        conn = self._connect()
+                    self._apply(conn, *job)
+                except psycopg2.Error as exc:  # handed to the store's thread, saying what failed
+                    if self._error is None:
+                        self._error = OutcomesNotRecorded(
+                            f"recording the outcomes of an earlier {job[0]} request failed "
+                            f"({' '.join(str(exc).split()) or type(exc).__name__}); its rows stay in flight "
+                            "and are re-sent by the next run"
+                        )
+                except BaseException as exc:
+                    if self._error is None:
+                        self._error = exc
+                finally:
+                    self._jobs.task_done()
+        finally:
+            if conn is not None and not conn.closed:
+                conn.close()
+
+    def submit(self, job: tuple[Any, ...]) -> None:
+        self.raise_error()
+        self._jobs.put(job)
+
+    def raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def drain(self, *, raise_errors: bool = True) -> None:
+        self._jobs.join()
+        if raise_errors:
+            self.raise_error()
+
+    def stop(self) -> None:
+        self._jobs.join()
+        self._jobs.put(None)
+        self._thread.join(timeout=30)
 
 
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
