@@ -1,0 +1,55 @@
+"""The benchmark still runs end to end at a tiny size: counts are checked, never timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_bench_runs_every_variant_and_every_row_reaches_the_sink_once(pg_server_url: str) -> None:
+    variants = ["floor", "pipeline", "rerun"]
+    if importlib.util.find_spec("dlt") is not None:  # the `bench` extra
+        variants.append("dlt_peer")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--customers",
+            "300",
+            "--days",
+            "3",
+            "--variants",
+            ",".join(variants),
+            "--database-url",
+            pg_server_url,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)["sizes"]["300"]
+    assert figures["crm_rows"] == {
+        "customers": 300,
+        "contacts": 600,
+        "customer_item_references": 300,
+        "stock_movements": 900,
+    }
+    for variant in variants:
+        assert figures[variant]["lines_check"] == "ok", (variant, figures[variant]["lines_check"])
+    assert figures["rerun"]["requests_received"] == 0
+    # The pipeline sends no more requests than the minimum for its request size.
+    assert figures["requests"]["sent"] == figures["requests"]["minimum"]
+    assert figures["floor"]["requests_received"] == figures["pipeline"]["requests_received"]
+    for endpoint in figures["pipeline"]["endpoints"].values():
+        assert endpoint["lines_sent"] == endpoint["rows"]
