@@ -2,8 +2,8 @@
 
     python bench/run.py --customers 100000 [--customers 1000000] --json
 
-For each N: builds a reference CRM (`load_bulk`: per customer, by default, 2 contacts,
-1 item reference and 3 stock movements spread over `--days` days of history) in a fresh
+For each N: builds a reference CRM (`load_bulk`: per customer, by default, 1 contact,
+1 item reference and 1 stock movement spread over `--days` days of history) in a fresh
 database, starts a do-nothing Gestimum (bench/sink.py, its own process), then runs each
 variant in its own subprocess, so every peak RSS is that variant's alone:
 
@@ -166,7 +166,8 @@ def bench_size(
 ) -> dict[str, Any]:
     url, built = build_crm(args.database_url, customers, args)
     setup = Setup(crm_url=url, sink_url=sink.url, days=args.days)
-    figures: dict[str, Any] = {"customers": customers, **built}
+    first, last = setup.partition_range
+    figures: dict[str, Any] = {"customers": customers, "partition_range": f"{first}...{last}", **built}
     expected = {
         "comptes": built["crm_rows"]["customers"],
         "clients": built["crm_rows"]["customers"],
@@ -224,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         + DEFAULT_SERVER_URL,
     )
     parser.add_argument("--days", type=int, default=730, help="days of history the rows are spread over")
-    parser.add_argument("--contacts", type=float, default=2, help="contacts per customer")
-    parser.add_argument("--references", type=float, default=1, help="item references per customer")
-    parser.add_argument("--movements", type=float, default=3, help="stock movements per customer")
+    # One of each per customer by default: 5 lines per customer over the five endpoints,
+    # so the 1M case (5M lines) runs in about 20 minutes on a 2-core machine.
+    parser.add_argument("--contacts", type=float, default=1, help="contacts per customer (default 1)")
+    parser.add_argument("--references", type=float, default=1, help="item references per customer (default 1)")
+    parser.add_argument("--movements", type=float, default=1, help="stock movements per customer (default 1)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant (child process)
@@ -271,6 +274,9 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     for key in ("pipeline_to_floor", "pipeline_to_peer"):
         if key in largest:
             out[key] = {"value": largest[key], "target": f"< {TARGETS[key]}", "met": largest[key] < TARGETS[key]}
+    if "pipeline_work_to_floor" in largest:  # the same without Dagster's per-partition bookkeeping
+        value = largest["pipeline_work_to_floor"]
+        out["pipeline_work_to_floor"] = {"value": value, "target": "< 1.3", "met": value < 1.3}
     if "rerun_summary" in largest:
         rerun = largest["rerun_summary"]
         out["rerun"] = {
