@@ -110,12 +110,10 @@ def test_failures_show_no_secret_and_urls_are_redacted(
     assert not run.success
     assert expect_in_failure in "\n".join(run.failures.values())
     scan(run, capfd)
-    case = CaseRecord(
-        "secrets",
-        scenario,
-        "the run fails; messages, logs, event log, metadata and output scanned for 4 secrets",
-        next(iter(run.failures.values())).replace("\n", " ")[:160],
-    )
+    message = next(iter(run.failures.values()))
+    shown = message.split("1. ", 1)[1].split("\n")[0] if "1. " in message else message.split(": ", 1)[-1]
+    case = CaseRecord("secrets", scenario, "the run fails; every channel of the run scanned for 4 secrets", shown[:220])
+    case.checks.append(f"{len(run.texts()) + 2} channels (event log, logs, failures, stdout, stderr): 0 secrets")
     case.save()
 
 
