@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+from gestimum_examples import request
 
 from gestimum_pipeline.gestimum.catalog import (
     CLIENTS,
@@ -70,122 +71,11 @@ DOC_PARAMETERS = {
     "identificateur_texte": "",
 }
 
-EXAMPLE_COMPTES = {
-    "importer_comptes": {
-        "societe": {
-            "fichier": "DEMO.Gestimum",
-            "utilisateur": "DEMO",
-            "mot_passe": "",
-            "deconnecter": "Non",
-            "exclusif": "Non",
-        },
-        "parametres": {
-            "journal": "Oui",
-            "statistiques": "Oui",
-            "entete": "Oui",
-            "noms_champs": "",
-            "separateur_champs": ";",
-            "identificateur_texte": "",
-            "fichier_comptes": [
-                "CPT_NUMERO;CPT_LIB;CPT_TYPE;PCF_CODE;CPT_TVA_NC",
-                "411JOHNDOE;John Doe;C;JOHNDOE",
-                "70700202;Ventes de produits finis;G;;445660",
-            ],
-        },
-    }
-}
-EXAMPLE_CLIENTS = {
-    "importer_clients": {
-        "societe": {
-            "fichier": "DEMO.Gestimum",
-            "utilisateur": "DEMO",
-            "mot_passe": "",
-            "deconnecter": "Non",
-            "exclusif": "Non",
-        },
-        "parametres": {
-            "journal": "Oui",
-            "statistiques": "Oui",
-            "entete": "Oui",
-            "noms_champs": "",
-            "separateur_champs": ";",
-            "identificateur_texte": "",
-            "fichier_clients": [
-                "PCF_CODE;CPT_NUMERO;PCF_RS;PCF_RUE;PCF_COMP;PCF_CP;PCF_VILLE",
-                "C42;411C42;SPORT25;5 rue Cugnot;ZA Du Pâtis;78120;RAMBOUILLET",
-            ],
-        },
-    }
-}
-EXAMPLE_CONTACTS = {
-    "importer_contacts": {
-        "societe": {
-            "fichier": "DEMO.Gestimum",
-            "utilisateur": "DEMO",
-            "mot_passe": "",
-            "deconnecter": "Non",
-            "exclusif": "Non",
-        },
-        "parametres": {
-            "journal": "Oui",
-            "statistiques": "Oui",
-            "entete": "Oui",
-            "noms_champs": "",
-            "separateur_champs": ";",
-            "identificateur_texte": "",
-            "fichier_contacts": [
-                "CCT_CODE;CCT_NOM;CCT_ORIGIN",
-                "CONTACT1;Contact1;CLIENT1",
-                "CONTACT2;Contact2;CLIENT1",
-                "CONTACT3;Contact3;CLIENT2",
-            ],
-        },
-    }
-}
-EXAMPLE_DOCUMENTS_STOCK = {
-    "importer_documents_stock": {
-        "societe": {
-            "fichier": "DEMO.Gestimum",
-            "utilisateur": "DEMO",
-            "mot_passe": "",
-            "deconnecter": "Non",
-            "exclusif": "Non",
-        },
-        "parametres": {
-            "journal": "Oui",
-            "statistiques": "Oui",
-            "entete": "Oui",
-            "noms_champs": "",
-            "separateur_champs": ";",
-            "identificateur_texte": "",
-            "fichier_documents_stock": ["DOC_STYPE;DEP_CODE;ART_CODE;MVT_QTE", "E;001;ELS;20"],
-        },
-    }
-}
-EXAMPLE_REFERENCES = {
-    "importer_references_clients_articles": {
-        "societe": {
-            "fichier": "DEMO.Gestimum",
-            "utilisateur": "DEMO",
-            "mot_passe": "",
-            "deconnecter": "Non",
-            "exclusif": "Non",
-        },
-        "parametres": {
-            "journal": "Oui",
-            "statistiques": "Oui",
-            "entete": "Oui",
-            "noms_champs": "",
-            "separateur_champs": ";",
-            "identificateur_texte": "",
-            "fichier_references_clients_articles": [
-                "ART_CODE;PCF_CODE;ART_PCLIENT;ART_REFCLI",
-                "A10;C1;5;A10001",
-                "A10;C2;5;A10002",
-            ],
-        },
-    }
-}
+EXAMPLE_COMPTES = request("comptes")
+EXAMPLE_CLIENTS = request("clients")
+EXAMPLE_CONTACTS = request("contacts")
+EXAMPLE_DOCUMENTS_STOCK = request("documents_stock")
+EXAMPLE_REFERENCES = request("references_clients_articles")
 
 
 def _documented_journal(task: str, middle: list[str]) -> list[str]:
