@@ -382,6 +382,8 @@ class StateStore:
 
     def recover_in_flight(self, endpoint: str) -> int:
         """Settles rows left in flight by a run that died mid-request; returns how many."""
+        if not self._has(endpoint, "in_flight"):
+            return 0  # the exact counts say there is nothing to settle: no scan
         if endpoint == STOCK_ENDPOINT:
             query = (
                 "UPDATE {schema}.records SET status = 'delivery_unknown', reason_source = 'delivery',"
@@ -399,8 +401,8 @@ class StateStore:
     def hold_orphans(self, endpoint: str) -> int:
         """Pending rows whose parent is rejected, held or ignored are held, not sent to certain failure."""
         parent = PARENTS.get(endpoint)
-        if parent is None:
-            return 0
+        if parent is None or not self._has(endpoint, "pending") or not self._has(parent, "rejected", "held", "ignored"):
+            return 0  # nothing can match: skip the join of every pending row with its parent
         return self._execute_count(
             """
             UPDATE {schema}.records c SET status = 'held', reason_source = 'parent', updated_at = now(),
@@ -417,8 +419,8 @@ class StateStore:
     def release_children(self, endpoint: str) -> int:
         """Held rows, and rows Gestimum rejected, are re-queued once their parent has imported since."""
         parent = PARENTS.get(endpoint)
-        if parent is None:
-            return 0
+        if parent is None or not self._has(endpoint, "held", "rejected"):
+            return 0  # nothing can match: skip the join over every record of the endpoint
         return self._execute_count(
             """
             UPDATE {schema}.records c SET status = 'pending', reason = NULL, reason_source = NULL,
@@ -652,6 +654,11 @@ class StateStore:
             for ep, status, n in cur.fetchall():
                 out.setdefault(ep, {})[status] = int(n)
         return out
+
+    def _has(self, endpoint: str, *statuses: str) -> bool:
+        """Whether any record of `endpoint` has one of `statuses` (exact, from the kept counts)."""
+        counts = self.counts(endpoint).get(endpoint, {})
+        return any(counts.get(status, 0) > 0 for status in statuses)
 
     # -- window signatures (reruns skip windows nothing has touched) ----------------------
     def window_signature(
