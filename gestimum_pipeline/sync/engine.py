@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -43,7 +44,7 @@ from gestimum_pipeline.gestimum.errors import (
 )
 from gestimum_pipeline.gestimum.journal import ImportResult
 from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
-from gestimum_pipeline.sync.state import STOCK_ENDPOINT, Outcome, PendingLine, StateStore
+from gestimum_pipeline.sync.state import STOCK_ENDPOINT, Outcome, PendingLine, StageCounts, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,30 @@ def stage_endpoint(
     started = time.perf_counter()
     conn = crm_connect()
     last_key: str | None = None
+    # Chunk k is written to the state store on a worker thread while chunk k+1 is read from
+    # the CRM and mapped (psycopg2 releases the GIL while PostgreSQL works): one write in
+    # flight at most, collected before the next is handed over, so order and counts hold.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gestimum-stage")
+    in_flight: tuple[Future[StageCounts], int] | None = None
+
+    def collect() -> None:
+        nonlocal in_flight
+        if in_flight is None:
+            return
+        (future, n_rows), in_flight = in_flight, None
+        try:
+            counts = future.result()
+        except psycopg2.Error as exc:
+            raise StateStoreFailure(
+                f"the state store failed while staging {endpoint} after {report.rows_read} rows "
+                f"({db_reason(exc)}); nothing of this step was sent. Check SYNC_STATE_DATABASE_URL "
+                "(default CRM_DATABASE_URL), then rerun the partition."
+            ) from None
+        report.rows_read += n_rows
+        report.staged += counts.staged
+        report.rejected_locally += counts.rejected
+        report.unchanged += counts.unchanged
+
     try:
         # One snapshot for the window's signature and its rows: a window whose row versions
         # are exactly those of its last complete staging (same mapping) is not read again.
@@ -196,6 +221,7 @@ def stage_endpoint(
             try:
                 chunk = next(chunks, None)
             except psycopg2.Error as exc:
+                collect()  # the chunk being written counts as staged (it is committed)
                 raise SourceReadError(
                     f"the CRM connection failed while streaming {relation} for {endpoint} after "
                     f"{report.rows_read} rows ({db_reason(exc)}). Rows staged so far are safe in the state "
@@ -211,18 +237,12 @@ def stage_endpoint(
                 stats.add(m)
                 if m.rejected and len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((m.source_key, m.reason or ""))
-            try:
-                counts = state.stage(endpoint, mapped, partition=partition, run_id=run_id, force=force)
-            except psycopg2.Error as exc:
-                raise StateStoreFailure(
-                    f"the state store failed while staging {endpoint} after {report.rows_read} rows "
-                    f"({db_reason(exc)}); nothing of this step was sent. Check SYNC_STATE_DATABASE_URL "
-                    "(default CRM_DATABASE_URL), then rerun the partition."
-                ) from None
-            report.rows_read += len(chunk)
-            report.staged += counts.staged
-            report.rejected_locally += counts.rejected
-            report.unchanged += counts.unchanged
+            collect()
+            in_flight = (
+                writer.submit(state.stage, endpoint, mapped, partition=partition, run_id=run_id, force=force),
+                len(chunk),
+            )
+        collect()
         if endpoint in CASE_FOLDED_ENDPOINTS and report.staged:
             # Only rows staged now can newly collide (one hash join over the endpoint's records).
             collisions = state.reject_case_collisions(endpoint, KEY_FIELDS[endpoint])
@@ -243,6 +263,9 @@ def stage_endpoint(
             "CRM_DATABASE_URL), then rerun the partition."
         ) from None
     finally:
+        if in_flight is not None:  # a failure elsewhere: let the write end before anything closes
+            wait([in_flight[0]])
+        writer.shutdown()
         conn.close()
     report.rules = stats.rules
     report.duration_seconds = time.perf_counter() - started
