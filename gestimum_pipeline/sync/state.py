@@ -437,6 +437,10 @@ class StateStore:
 
     def iter_pending(self, endpoint: str, *, chunk_size: int = 5000) -> Iterator[PendingLine]:
         """Streams pending lines in sending order through a server-side cursor on its own connection."""
+        if not self._has(endpoint, "pending"):
+            # Exact counts say none: skip the scan (an index full of entries for rows sent
+            # since, until vacuum passes, costs 0.3-0.5 s at a million records).
+            return
         conn = self.new_connection()
         try:
             with conn, conn.cursor(name=f"pending_{uuid.uuid4().hex[:12]}") as cur:
