@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--days", type=int, default=730, help="days of history the rows are spread over")
     # One of each per customer by default: 5 lines per customer over the five endpoints,
-    # so the 1M case (5M lines) runs in about 20 minutes on a 2-core machine.
+    # so the 1M case (5M lines) runs in about 10 minutes on a 2-core machine.
     parser.add_argument("--contacts", type=float, default=1, help="contacts per customer (default 1)")
     parser.add_argument("--references", type=float, default=1, help="item references per customer (default 1)")
     parser.add_argument("--movements", type=float, default=1, help="stock movements per customer (default 1)")
