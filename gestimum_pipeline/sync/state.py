@@ -567,9 +567,11 @@ class StateStore:
         rejected: list[Outcome],
     ) -> None:
         with conn, conn.cursor() as cur:
-            # Losing this commit in a server crash is safe: the rows stay in flight, and are
-            # then re-sent (master data) or reconciled (stock), as after a crash of this process.
-            cur.execute("SET LOCAL synchronous_commit = off")
+            # Master data: losing this commit in a server crash only re-sends an upsert, so
+            # it need not wait for the disk. Stock: the document numbers Gestimum gave are
+            # durable before we go on, or an operator would have to reconcile them by hand.
+            if endpoint != STOCK_ENDPOINT:
+                cur.execute("SET LOCAL synchronous_commit = off")
             if imported:
                 keys = [o.source_key for o in imported]
                 documents = [o.document for o in imported]
