@@ -17,13 +17,14 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 from dagster._serdes import serialize_value
 from sqlalchemy.engine import make_url
+from sync_harness import execute
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
 from gestimum_pipeline.db import connect, create_database, drop_database, with_database
@@ -31,6 +32,8 @@ from gestimum_pipeline.defs.assets import PREFLIGHT_KEY, preflight_assets, sink_
 from gestimum_pipeline.defs.checks import state_checks
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
+
+__all__ = ["execute"]  # re-exported for the reliability tests
 
 ROLE = "gp_reliability_sync"
 ROLE_PASSWORD = "Pg-S3cret-4Kd9"  # in the DB URLs; must never show
@@ -268,16 +271,6 @@ def run_job(
     run = instance.get_run_by_id(run_id)
     event_log += "\n" + serialize_value(run)
     return Run(result.success, failures, metadata, event_log, "\n".join(logs.lines), run_id, result)
-
-
-def execute(url: str, statements: Iterable[tuple[str, Sequence[Any] | None]]) -> None:
-    conn = connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            for query, params in statements:
-                cur.execute(query, params)
-    finally:
-        conn.close()
 
 
 def seed_standard(crm_url: str, ts: str = DAY_TS) -> dict[str, int]:

@@ -83,7 +83,7 @@ def run_sync(
     return SyncRun(result.success, metadata, order, failures, result)
 
 
-def execute(url: str, statements: Iterable[tuple[str | sql.Composable, Sequence[Any]]]) -> None:
+def execute(url: str, statements: Iterable[tuple[str | sql.Composable, Sequence[Any] | None]]) -> None:
     conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
