@@ -118,7 +118,13 @@ class Sink:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # SIGTERM can arrive ignored (a disposition inherited from a background job):
+            # an orphaned sink would hold our caller's pipes open forever.
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- one size

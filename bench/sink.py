@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -150,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", args.port), _Handler)
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}/", flush=True)
+
+    def _on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Installed explicitly: an ignored SIGTERM can be inherited from the launching shell.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
