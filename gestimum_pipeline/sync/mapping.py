@@ -138,7 +138,6 @@ class Mapper:
         )
         self._key = key
         self._build = build
-        self._fields = endpoint.fields
         self._codes = endpoint.field_codes
         self._decimals: dict[Decimal, str | None] = {}
         # (field, code, max length, required, decimal) per field: map() runs millions of times.
