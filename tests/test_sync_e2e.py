@@ -114,6 +114,7 @@ def test_sync_holds_crm_field_by_field(crm_url: str, simulator: GestimumSimulato
     clients = run.metadata["gestimum/clients"]
     assert clients["lines_sent"] == 3 and clients["imported"] == 3 and clients["rejected"] == 0
     assert clients["requests"] == 1 and clients["dry_run"] is False
+    assert clients["bytes_posted"] > 0
     assert run.metadata["transform/clients"]["rule_address_line_breaks"] == 1
     assert run.metadata["gestimum/documents_stock"]["documents_created"] == 3
     # Dependency order: accounts before customers before contacts/references.
@@ -132,6 +133,7 @@ def test_rerun_sends_nothing_and_changes_are_sent_alone(crm_url: str, simulator:
     assert rerun.success, rerun.failures
     assert sent_lines(rerun) == dict.fromkeys(sent_lines(rerun), 0)
     assert len(sent_lines(rerun)) == 5
+    assert all(m["bytes_posted"] == 0 for k, m in rerun.metadata.items() if k.startswith("gestimum/"))
     assert len(simulator.state.requests) == requests_before
     assert len(simulator.state.documents) == documents_before
 

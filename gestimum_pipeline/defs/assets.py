@@ -245,7 +245,7 @@ def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
         "imported": report.imported,
         "rejected": report.rejected,
         "requests": report.requests,
-        "bytes_sent": report.bytes_sent,
+        "bytes_posted": report.bytes_posted,
         "http_attempts": report.http_attempts,
         "duration_seconds": round(report.duration_seconds, 3),
         "documents_created": len(report.documents),

@@ -189,6 +189,7 @@ class GestimumClient:
         self._log = logger or _log
         self._secrets = secrets
         self._requests_made = 0
+        self._bytes_posted = 0
         self._sleep = time.sleep  # replaceable in tests
         self._session = requests.Session()
         self._session.verify = verify
@@ -206,6 +207,11 @@ class GestimumClient:
     def requests_made(self) -> int:
         """HTTP attempts made so far, retries included."""
         return self._requests_made
+
+    @property
+    def bytes_posted(self) -> int:
+        """Bytes of request bodies posted so far, retries included."""
+        return self._bytes_posted
 
     def close(self) -> None:
         self._session.close()
@@ -314,6 +320,7 @@ class GestimumClient:
         self, endpoint: Endpoint, url: str, data: bytes, n_lines: int, attempt: int, test_mode: bool
     ) -> ImportResult | _Failure:
         self._requests_made += 1
+        self._bytes_posted += len(data)
         started = time.monotonic()
         outcome: str = "?"
         try:

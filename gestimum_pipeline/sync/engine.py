@@ -30,7 +30,7 @@ import psycopg2.extensions
 
 from gestimum_pipeline.crm.queries import stream_window, window_signature
 from gestimum_pipeline.db import DatabaseUnavailable
-from gestimum_pipeline.gestimum.batching import batched, line_cost
+from gestimum_pipeline.gestimum.batching import batched
 from gestimum_pipeline.gestimum.catalog import Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.envelope import body_overhead
@@ -145,7 +145,7 @@ class SendReport:
     would_send: int = 0  # dry run on an endpoint without `tester`
     duration_seconds: float = 0.0
     delivery_unknown: int = 0
-    bytes_sent: int = 0
+    bytes_posted: int = 0  # request bodies, envelopes and retries included
 
 
 def stage_endpoint(
@@ -364,7 +364,7 @@ def send_endpoint(
     logger = logger or log
     report = SendReport(endpoint.name, dry_run)
     started = time.perf_counter()
-    attempts_before = client.requests_made
+    attempts_before, bytes_before = client.requests_made, client.bytes_posted
     # Exact bytes of the envelope and header, so requests fill up to max_bytes and no further.
     overhead = body_overhead(
         endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
@@ -397,6 +397,7 @@ def send_endpoint(
             "SYNC_STATE_DATABASE_URL (default CRM_DATABASE_URL), then rerun the partition."
         ) from None
     report.http_attempts = client.requests_made - attempts_before
+    report.bytes_posted = client.bytes_posted - bytes_before
     report.duration_seconds = time.perf_counter() - started
     if endpoint.name == STOCK_ENDPOINT and not dry_run:
         report.delivery_unknown = state.counts(endpoint.name).get(endpoint.name, {}).get("delivery_unknown", 0)
@@ -448,7 +449,6 @@ def _send_batch(
             state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted")
         raise
     report.requests += 1
-    report.bytes_sent += sum(line_cost(line) for line in lines)
     outcomes = _account(report, request_no, keys, result)
     try:
         state.record_outcomes(endpoint.name, outcomes)
