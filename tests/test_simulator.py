@@ -55,27 +55,18 @@ PATH = "C:\\ProgramData\\Gestimum\\DEMO.Gestimum"
 
 # --- the documented examples, verbatim --------------------------------------------------
 
-DEMO_SOCIETE = {
-    "fichier": "DEMO.Gestimum",
-    "utilisateur": "DEMO",
-    "mot_passe": "",
-    "deconnecter": "Non",
-    "exclusif": "Non",
-}
-DOC_PARAMETERS = {
-    "journal": "Oui",
-    "statistiques": "Oui",
-    "entete": "Oui",
-    "noms_champs": "",
-    "separateur_champs": ";",
-    "identificateur_texte": "",
-}
-
 EXAMPLE_COMPTES = request("comptes")
 EXAMPLE_CLIENTS = request("clients")
 EXAMPLE_CONTACTS = request("contacts")
 EXAMPLE_DOCUMENTS_STOCK = request("documents_stock")
 EXAMPLE_REFERENCES = request("references_clients_articles")
+# The documented societe block and common parameters, taken from the examples themselves.
+DEMO_SOCIETE = dict(EXAMPLE_COMPTES["importer_comptes"]["societe"])
+DOC_PARAMETERS = {
+    k: v
+    for k, v in EXAMPLE_COMPTES["importer_comptes"]["parametres"].items()
+    if k not in ("fichier_comptes", *COMPTES.options)
+}
 
 
 def _documented_journal(task: str, middle: list[str]) -> list[str]:
