@@ -13,8 +13,12 @@ import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from gestimum_pipeline.crm.demo import DemoSummary
+    from gestimum_pipeline.simulator.server import GestimumSimulator
 
 DEMO_DATABASE = "gestimum_demo"
 DEMO_DAYS = 3
@@ -52,11 +56,8 @@ def run_demo(
 ) -> dict[str, EndpointSummary]:
     """Runs the demo end to end and returns the per-endpoint summary it printed."""
     # Imported here: the CLI's other commands should not pay for these imports.
-    from gestimum_pipeline.crm.ddl import create_reference_schema
-    from gestimum_pipeline.crm.demo import DEMO_ITEMS, DEMO_WAREHOUSES, load_demo_data
     from gestimum_pipeline.db import connect, redact_url, with_database
     from gestimum_pipeline.embedded import EmbeddedPostgres
-    from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 
     home = home or default_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -84,13 +85,7 @@ def run_demo(
     finally:
         admin.close()
     crm_url = with_database(server_url, DEMO_DATABASE)
-    conn = connect(crm_url, setting="--database-url")
-    try:
-        create_reference_schema(conn, "crm")
-        loaded = load_demo_data(conn, "crm", days=day_list, customers_per_day=customers_per_day, tz=timezone)
-        conn.commit()
-    finally:
-        conn.close()
+    loaded = load_demo_crm(crm_url, day_list, customers_per_day=customers_per_day, timezone=timezone)
     print(
         f"Loaded demo CRM into {redact_url(crm_url)}: {loaded.customers} customers, {loaded.contacts} contacts, "
         f"{loaded.references} references, {loaded.movements} stock movements, including {len(loaded.bad_rows)} "
@@ -98,37 +93,20 @@ def run_demo(
         file=out,
     )
 
-    simulator = GestimumSimulator(SimulatorConfig(items=tuple(DEMO_ITEMS), warehouses=tuple(DEMO_WAREHOUSES)))
-    simulator.start()
+    simulator = start_demo_simulator()
     print(f"Gestimum simulator listening on {simulator.url}", file=out)
-    dagster_home = home / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text(
-            "# Instance of `gestimum-pipeline demo` (SQLite storage here).\ntelemetry:\n  enabled: false\n"
-        )
-    env = {
-        "CRM_DATABASE_URL": crm_url,
-        "GESTIMUM_URL": simulator.url,
-        "GESTIMUM_FICHIER": "DEMO.Gestimum",
-        "GESTIMUM_UTILISATEUR": "DEMO",
-        "GESTIMUM_MOT_PASSE": "",
-        "GESTIMUM_SYNC_START_DATE": day_list[0].isoformat(),
-        "GESTIMUM_SYNC_TIMEZONE": timezone,
-        "DAGSTER_HOME": str(dagster_home),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    dagster_home = prepare_dagster_home(home / "dagster_home")
+    env = sync_environment(
+        crm_url=crm_url,
+        gestimum_url=simulator.url,
+        start_date=day_list[0],
+        timezone=timezone,
+        dagster_home=dagster_home,
+    )
     try:
-        summary, run_id = _run_job(day_list, out)
+        summary, run_id = run_sync(env, day_list, out)
     finally:
         simulator.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if embedded is not None:
             embedded.stop()
     _print_summary(summary, out)
@@ -140,6 +118,75 @@ def run_demo(
         file=out,
     )
     return summary
+
+
+# The pieces below are the demo's steps; tests/test_ui.py runs the same ones against its own
+# database and keeps the simulator up for the Dagster UI.
+
+
+def load_demo_crm(crm_url: str, day_list: list[date], *, customers_per_day: int, timezone: str) -> DemoSummary:
+    """Creates the reference CRM schema in `crm_url` and loads the demo rows of `day_list` into it."""
+    from gestimum_pipeline.crm.ddl import create_reference_schema
+    from gestimum_pipeline.crm.demo import load_demo_data
+    from gestimum_pipeline.db import connect
+
+    conn = connect(crm_url, setting="--database-url")
+    try:
+        create_reference_schema(conn, "crm")
+        loaded = load_demo_data(conn, "crm", days=day_list, customers_per_day=customers_per_day, tz=timezone)
+        conn.commit()
+    finally:
+        conn.close()
+    return loaded
+
+
+def start_demo_simulator() -> GestimumSimulator:
+    """A started Gestimum simulator whose catalog holds the demo's items and warehouses."""
+    from gestimum_pipeline.crm.demo import DEMO_ITEMS, DEMO_WAREHOUSES
+    from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
+
+    return GestimumSimulator(SimulatorConfig(items=tuple(DEMO_ITEMS), warehouses=tuple(DEMO_WAREHOUSES))).start()
+
+
+def prepare_dagster_home(dagster_home: Path) -> Path:
+    """Creates `dagster_home` with the demo's instance file (SQLite storage) unless it has one."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(
+            "# Instance of `gestimum-pipeline demo` (SQLite storage here).\ntelemetry:\n  enabled: false\n"
+        )
+    return dagster_home
+
+
+def sync_environment(
+    *, crm_url: str, gestimum_url: str, start_date: date, timezone: str, dagster_home: Path
+) -> dict[str, str]:
+    """The environment the sync reads (README's 'Configuration'), for the demo's company file."""
+    return {
+        "CRM_DATABASE_URL": crm_url,
+        "GESTIMUM_URL": gestimum_url,
+        "GESTIMUM_FICHIER": "DEMO.Gestimum",
+        "GESTIMUM_UTILISATEUR": "DEMO",
+        "GESTIMUM_MOT_PASSE": "",
+        "GESTIMUM_SYNC_START_DATE": start_date.isoformat(),
+        "GESTIMUM_SYNC_TIMEZONE": timezone,
+        "DAGSTER_HOME": str(dagster_home),
+    }
+
+
+def run_sync(env: dict[str, str], day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
+    """Runs the `gestimum_sync` job over `day_list` in one run with `env` set, then restores the environment."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return _run_job(day_list, out)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
