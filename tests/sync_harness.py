@@ -28,6 +28,7 @@ class SyncRun:
     order: list[str]  # asset keys in materialization order
     failures: list[str]
     result: Any
+    checks: dict[str, Any]  # "gestimum/clients:no_rejected_lines" -> its AssetCheckEvaluation
 
 
 def resources(crm_url: str, gestimum_url: str, **options: Any) -> dict[str, Any]:
@@ -56,12 +57,13 @@ def run_sync(
     partition: str | None = None,
     partition_range: tuple[str, str] | None = None,
     instance: dg.DagsterInstance | None = None,
+    asset_checks: Sequence[dg.AssetChecksDefinition] | None = None,
     **options: Any,
 ) -> SyncRun:
     """Runs the whole job (sources → transforms → sinks → checks) in process, like a scheduled run."""
     defs = dg.Definitions(
         assets=[*source_assets, *transform_assets, *sink_assets],
-        asset_checks=state_checks,
+        asset_checks=state_checks if asset_checks is None else asset_checks,
         jobs=[sync_job],
         resources=resources(crm_url, gestimum_url, **options),
     )
@@ -80,7 +82,8 @@ def run_sync(
         order.append(key)
         metadata[key] = {k: v.value for k, v in mat.metadata.items()}
     failures = [str(e.event_specific_data.error.message) for e in result.all_events if e.is_step_failure]
-    return SyncRun(result.success, metadata, order, failures, result)
+    checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+    return SyncRun(result.success, metadata, order, failures, result, checks)
 
 
 def execute(url: str, statements: Iterable[tuple[str | sql.Composable, Sequence[Any] | None]]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -42,8 +45,37 @@ def test_assets_carry_groups_kinds_owners_partitions_and_policies() -> None:
     pool = defs.resolve_assets_def(sink.key).op.pool
     assert pool and pool.startswith("gestimum_")
     assert sink.freshness_policy is not None
-    checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"every_row_accounted_for"}
+    checks: dict[str, set[str]] = {}
+    for check_key in graph.asset_check_keys:
+        checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
+    sink_checks = {"statistics_consistent", "no_rejected_lines", "no_rows_waiting_too_long"}
+    for endpoint in ("comptes", "clients", "contacts", "references_clients_articles"):
+        assert checks[f"gestimum/{endpoint}"] == sink_checks
+    assert checks["gestimum/documents_stock"] == sink_checks | {"no_delivery_unknown"}
+    for relation in ("customers", "contacts", "stock_movements", "customer_item_references"):
+        assert checks[f"crm/{relation}"] == {"source_contract"}
+    blocking = {k.name for k, spec in _check_specs().items() if spec.blocking}
+    assert blocking == {"statistics_consistent", "source_contract"}
+
+
+def _check_specs() -> dict[dg.AssetCheckKey, dg.AssetCheckSpec]:
+    return {spec.key: spec for a in defs.assets or () if isinstance(a, dg.AssetsDefinition) for spec in a.check_specs}
+
+
+def test_freshness_and_waiting_age_follow_the_configured_lag() -> None:
+    probe = (
+        "import dagster as dg; from gestimum_pipeline.definitions import defs; "
+        "p = defs.resolve_asset_graph().get(dg.AssetKey(['gestimum', 'clients'])).freshness_policy; "
+        "c = {k.name: d.get_spec_for_check_key(k) for d in defs.asset_checks for k in d.check_keys}; "
+        "print(type(p).__name__, p.fail_window.to_timedelta().total_seconds(), "
+        "p.warn_window.to_timedelta().total_seconds(), '90 minutes' in c['no_rows_waiting_too_long'].description)"
+    )
+    env = {**os.environ, "GESTIMUM_MAX_LAG_MINUTES": "45", "GESTIMUM_MAX_WAITING_MINUTES": "90"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["TimeWindowFreshnessPolicy", "2700.0", "1800.0", "True"]
+    env["GESTIMUM_MAX_LAG_MINUTES"] = "0"
+    bad = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "GESTIMUM_MAX_LAG_MINUTES must be a positive number of minutes" in bad.stderr
 
 
 def test_partitions_include_today_in_the_configured_time_zone() -> None:

@@ -10,6 +10,7 @@ Change columns drive incremental reads and must be ``timestamptz``: a naive
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg2.extensions
@@ -74,8 +75,12 @@ def relation(name: str) -> Relation:
         raise ValueError(f"unknown CRM relation {name!r}; known: {', '.join(RELATIONS)}") from None
 
 
-def check_contract(conn: psycopg2.extensions.connection, schema: str = DEFAULT_SCHEMA) -> list[str]:
+def check_contract(
+    conn: psycopg2.extensions.connection, schema: str = DEFAULT_SCHEMA, relations: Sequence[str] | None = None
+) -> list[str]:
     """Return the problems that keep `schema` from meeting the contract; empty when it does.
+
+    `relations` limits the check to those relations of the contract (default: all four).
 
     Reports a missing schema, relation or column, a change column that is not
     ``timestamptz``, and a relation the current user may not SELECT. Reads the
@@ -83,10 +88,11 @@ def check_contract(conn: psycopg2.extensions.connection, schema: str = DEFAULT_S
     query and leaves the transaction state to the caller.
     """
     validate_identifier(schema, "CRM schema")
+    checked = [relation(name) for name in relations] if relations is not None else list(RELATIONS.values())
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if cur.fetchone() is None:
-            return [f"schema {schema!r} does not exist (expected relations: {', '.join(RELATIONS)})"]
+            return [f"schema {schema!r} does not exist (expected relations: {', '.join(r.name for r in checked)})"]
         cur.execute(
             """
             SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
@@ -96,7 +102,7 @@ def check_contract(conn: psycopg2.extensions.connection, schema: str = DEFAULT_S
             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
             WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = ANY(%s)
             """,
-            (schema, list(RELATIONS), list(_RELKINDS)),
+            (schema, [r.name for r in checked], list(_RELKINDS)),
         )
         found: dict[str, dict[str, str]] = {}
         readable: dict[str, bool] = {}
@@ -107,7 +113,7 @@ def check_contract(conn: psycopg2.extensions.connection, schema: str = DEFAULT_S
                 found[relname][column] = type_name
 
     problems: list[str] = []
-    for rel in RELATIONS.values():
+    for rel in checked:
         if rel.name not in found:
             problems.append(f"{schema}.{rel.name} does not exist (needs columns: {', '.join(rel.columns)})")
             continue

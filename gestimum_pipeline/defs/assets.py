@@ -8,6 +8,7 @@ whereabouts is durable in the state store between steps.
 
 import os
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -24,7 +25,9 @@ from gestimum_pipeline.defs.resources import (
     SyncOptions,
     SyncStateDatabase,
 )
+from gestimum_pipeline.defs.settings import MAX_LAG_MINUTES
 from gestimum_pipeline.gestimum import catalog
+from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.errors import GestimumError
 from gestimum_pipeline.sync.engine import (
     SOURCES,
@@ -37,6 +40,8 @@ from gestimum_pipeline.sync.engine import (
     db_reason,
     send_endpoint,
     stage_endpoint,
+    statistics_problems,
+    unaccountable_answer,
 )
 from gestimum_pipeline.sync.mapping import mapper_for
 from gestimum_pipeline.sync.state import PARENTS, STOCK_ENDPOINT
@@ -46,7 +51,13 @@ OWNERS = ["team:data-engineering"]
 # (dagster.yaml), one sink at a time writes to a company file, across all runs.
 GESTIMUM_POOL = "gestimum_" + re.sub(r"[^A-Za-z0-9_]", "_", os.environ.get("GESTIMUM_FICHIER", "").strip() or "default")
 RELATIONS = ("customers", "contacts", "stock_movements", "customer_item_references")
-SINK_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
+# Gestimum may lag the CRM by MAX_LAG_MINUTES (GESTIMUM_MAX_LAG_MINUTES): a sink not materialized
+# for that long fails its freshness policy, and warns at two thirds of it.
+SINK_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=MAX_LAG_MINUTES), warn_window=timedelta(minutes=MAX_LAG_MINUTES * 2 / 3)
+)
+SOURCE_CONTRACT_CHECK = "source_contract"
+STATISTICS_CHECK = "statistics_consistent"
 
 
 PREFLIGHT_KEY = dg.AssetKey(["sync", "preflight"])
@@ -129,11 +140,38 @@ def build_source(relation: str) -> dg.AssetsDefinition:
         backfill_policy=backfill_policy,
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
         "window). The rows stay in the CRM; this asset checks the source contract and records what the window holds.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                SOURCE_CONTRACT_CHECK,
+                asset=source_key(relation),
+                blocking=True,
+                description=f"`{relation}` has the source contract's columns, a timestamptz change column, and "
+                "is readable; checked before any row is read, and nothing downstream runs when it fails.",
+            )
+        ],
     )
-    def _source(context: dg.AssetExecutionContext, crm: CrmDatabase, sync_options: SyncOptions) -> dg.MaterializeResult:
+    def _source(
+        context: dg.AssetExecutionContext, crm: CrmDatabase, sync_options: SyncOptions
+    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         window = _window(context, sync_options)
         try:
-            schema = crm.checked_schema()
+            schema, problems = crm.contract_problems([relation])
+        except DatabaseUnavailable as exc:
+            raise _fail("CRM unreachable", exc) from None
+        contract = dg.AssetCheckResult(
+            check_name=SOURCE_CONTRACT_CHECK,
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) or f"{schema}.{relation} meets the source contract",
+            metadata={"schema": schema, "problems": len(problems)},
+        )
+        if problems:
+            yield contract  # recorded on the asset before the run stops: the catalog shows why
+            raise ConfigurationError(
+                description=f"The CRM does not match the source contract (README, 'Source contract'): "
+                f"{'; '.join(problems)}. Nothing was read; fix the relation (or its view), then rerun."
+            )
+        try:
             conn = crm.connect()
         except DatabaseUnavailable as exc:
             raise _fail("CRM unreachable", exc) from None
@@ -146,14 +184,15 @@ def build_source(relation: str) -> dg.AssetsDefinition:
             ) from None
         finally:
             conn.close()
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "rows_in_window": rows,
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
                 "last_change": last_change.isoformat() if last_change else None,
                 "schema": schema,
-            }
+            },
+            check_results=[contract],
         )
 
     return _source
@@ -203,7 +242,7 @@ def build_transform(endpoint: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         window = _window(context, sync_options)
         try:
-            schema = crm.checked_schema()
+            schema = crm.checked_schema([relation])
             state = sync_state.open()
         except DatabaseUnavailable as exc:
             raise _fail("database unreachable", exc) from None
@@ -239,7 +278,7 @@ def build_transform(endpoint: str) -> dg.AssetsDefinition:
     return _transform
 
 
-def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
+def _send_metadata(report: SendReport, pending_after: int, client: GestimumClient) -> dict[str, object]:
     metadata: dict[str, object] = {
         "lines_sent": report.lines_sent,
         "imported": report.imported,
@@ -262,6 +301,11 @@ def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
         metadata["documents"] = ", ".join(shown) + (" …" if len(report.documents) > 50 else "")
     if report.delivery_unknown:
         metadata["delivery_unknown"] = report.delivery_unknown
+    if report.journal:
+        more = report.journal_entries - len(report.journal)
+        # The client already redacted each entry; redacting again costs nothing and guards a future path.
+        text = client.redact("\n".join(report.journal)) + (f"\n… {more} more entries" if more > 0 else "")
+        metadata["gestimum_journal"] = dg.MetadataValue.md(f"```\n{text}\n```")
     metadata["rejections"] = dg.MetadataValue.table(
         records=[
             dg.TableRecord({"request": r.request, "line": r.line, "source_key": r.source_key, "reason": r.reason})
@@ -277,6 +321,23 @@ def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
         ),
     )
     return metadata
+
+
+def _statistics_result(problems: list[str], report: SendReport | None) -> dg.AssetCheckResult:
+    counts = (
+        {"lines_sent": report.lines_sent, "imported": report.imported, "rejected": report.rejected}
+        if report is not None
+        else {}
+    )
+    return dg.AssetCheckResult(
+        check_name=STATISTICS_CHECK,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems)
+        or f"Gestimum's statistics account for every line sent ({counts['imported']} imported + "
+        f"{counts['rejected']} rejected = {counts['lines_sent']} sent)",
+        metadata={k: dg.MetadataValue.int(v) for k, v in counts.items()},
+    )
 
 
 def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
@@ -297,19 +358,32 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
         freshness_policy=SINK_FRESHNESS,
         description=f"Staged {endpoint_name} lines sent to Gestimum's {endpoint.path} endpoint, with "
         "Gestimum's statistics. Every line ends imported, rejected with Gestimum's reason, or still pending.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                STATISTICS_CHECK,
+                asset=sink_key(endpoint_name),
+                blocking=True,
+                description="Gestimum's statistics add up to the lines sent, every rejected line has its reason, "
+                "imported stock lines have documents, and the state store recorded every answer. When it fails, "
+                "nothing downstream runs.",
+            )
+        ],
     )
     def _sink(
         context: dg.AssetExecutionContext,
         gestimum: GestimumApi,
         sync_state: SyncStateDatabase,
         sync_options: SyncOptions,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         client = gestimum.client(context.log)
         try:
             state = sync_state.open()
         except DatabaseUnavailable as exc:
             client.close()
             raise _fail("state store unreachable", exc) from None
+        failure: dg.Failure | None = None
+        cause: Exception | None = None
+        report: SendReport | None = None
         try:
             report = send_endpoint(
                 state=state,
@@ -322,22 +396,34 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
                 run_id=context.run_id,
                 logger=context.log,
             )
-            pending_after = state.counts(endpoint_name).get(endpoint_name, {}).get("pending", 0)
+            counts = state.counts(endpoint_name).get(endpoint_name, {})
         except DeliveryUnknownError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+            cause, failure = exc, dg.Failure(description=str(exc), allow_retries=False)
         except StateStoreFailure as exc:
-            raise dg.Failure(description=f"{endpoint_name} not synced: {exc}", allow_retries=False) from None
+            cause, failure = exc, dg.Failure(description=f"{endpoint_name} not synced: {exc}", allow_retries=False)
         except (GestimumError, SyncError, DatabaseUnavailable) as exc:
-            raise _fail(
-                f"{endpoint_name} not synced; rows not confirmed stay pending in the state store and are "
-                "sent by the next run",
+            cause, failure = (
                 exc,
-            ) from None
+                _fail(
+                    f"{endpoint_name} not synced; rows not confirmed stay pending in the state store and are "
+                    "sent by the next run",
+                    exc,
+                ),
+            )
         finally:
             state.close()
             client.close()
-        metadata = _send_metadata(report, pending_after)
+        if failure is not None:
+            answer_problem = unaccountable_answer(cause) if cause is not None else None
+            if answer_problem is not None:
+                # Gestimum answered but its answer cannot be accounted for: the check says so in the catalog.
+                yield _statistics_result([str(answer_problem)], None)
+            raise failure
+        assert report is not None
+        metadata = _send_metadata(report, counts.get("pending", 0), client)
+        statistics = _statistics_result(statistics_problems(report, counts.get("in_flight", 0)), report)
         if endpoint_name == STOCK_ENDPOINT and report.delivery_unknown:
+            yield statistics
             raise dg.Failure(
                 description=f"{report.delivery_unknown} stock movements are in delivery_unknown: they may or may "
                 "not have become documents in Gestimum and are not re-sent. Check in Gestimum, then reconcile "
@@ -346,7 +432,7 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
                 metadata=metadata,
                 allow_retries=False,
             )
-        return dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata, check_results=[statistics])
 
     return _sink
 

@@ -1,43 +1,86 @@
-"""Asset checks beside the sinks: what the state store says after each sync."""
+"""Asset checks beside the sinks: what the state store says after each sync.
+
+The checks that must run inside their asset (Gestimum's statistics on each sink, the source
+contract on each source) are declared with the assets in `assets.py`; these read the state
+store, so they can also be re-run on their own from the UI.
+"""
+
+from collections.abc import Callable
 
 import dagster as dg
 
 from gestimum_pipeline.defs.assets import ENDPOINT_ORDER, sink_key
 from gestimum_pipeline.defs.resources import SyncStateDatabase
-from gestimum_pipeline.sync.state import STOCK_ENDPOINT
+from gestimum_pipeline.defs.settings import MAX_WAITING_MINUTES
+from gestimum_pipeline.sync import health
+from gestimum_pipeline.sync.state import STOCK_ENDPOINT, StateStore
+
+TABLE_COLUMN_TYPES = {"source_key": "string", "reason": "string", "rejected_by": "string", "since": "string"}
 
 
-def build_state_check(endpoint: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=sink_key(endpoint),
-        name="every_row_accounted_for",
-        description="No row is left in flight, and no stock movement is in delivery_unknown; rejected and "
-        "held rows are reported (warning) for the operator's quarantine (`gestimum-pipeline rejections`).",
-    )
+def check_result(finding: health.Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    metadata: dict[str, object] = {k: dg.MetadataValue.int(v) for k, v in finding.counts.items()}
+    metadata["summary"] = dg.MetadataValue.text(finding.summary)
+    if finding.rows:
+        columns = list(finding.rows[0])
+        metadata["rows"] = dg.MetadataValue.table(
+            records=[dg.TableRecord(row) for row in finding.rows],
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, TABLE_COLUMN_TYPES.get(c, "string")) for c in columns]),
+        )
+    return dg.AssetCheckResult(passed=finding.passed, severity=severity, description=finding.summary, metadata=metadata)
+
+
+def _state_check(
+    endpoint: str,
+    name: str,
+    description: str,
+    severity: dg.AssetCheckSeverity,
+    evaluate: Callable[[StateStore, str], health.Finding],
+) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=sink_key(endpoint), name=name, description=description)
     def _check(sync_state: SyncStateDatabase) -> dg.AssetCheckResult:
         store = sync_state.open()
         try:
-            counts = store.counts(endpoint).get(endpoint, {})
+            return check_result(evaluate(store, endpoint), severity)
         finally:
             store.close()
-        stuck = counts.get("in_flight", 0) + counts.get("delivery_unknown", 0)
-        attention = counts.get("rejected", 0) + counts.get("held", 0)
-        severity = dg.AssetCheckSeverity.ERROR if stuck else dg.AssetCheckSeverity.WARN
-        return dg.AssetCheckResult(
-            passed=stuck == 0 and attention == 0,
-            severity=severity,
-            metadata={
-                status: counts.get(status, 0)
-                for status in ("imported", "pending", "rejected", "held", "in_flight", "delivery_unknown", "ignored")
-            },
-            description=(
-                "delivery_unknown stock movements need `gestimum-pipeline reconcile`"
-                if endpoint == STOCK_ENDPOINT and counts.get("delivery_unknown")
-                else None
-            ),
-        )
 
     return _check
 
 
-state_checks = [build_state_check(e) for e in ENDPOINT_ORDER]
+def build_state_checks(
+    endpoint: str, max_waiting_minutes: float = MAX_WAITING_MINUTES
+) -> list[dg.AssetChecksDefinition]:
+    checks = [
+        _state_check(
+            endpoint,
+            "no_rejected_lines",
+            "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
+            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it.",
+            dg.AssetCheckSeverity.WARN,
+            health.rejections,
+        ),
+        _state_check(
+            endpoint,
+            "no_rows_waiting_too_long",
+            f"Warns when rows have been pending, held for their parent, or in flight for more than "
+            f"{max_waiting_minutes:g} minutes (GESTIMUM_MAX_WAITING_MINUTES).",
+            dg.AssetCheckSeverity.WARN,
+            lambda store, ep: health.waiting_too_long(store, ep, max_age_seconds=max_waiting_minutes * 60),
+        ),
+    ]
+    if endpoint == STOCK_ENDPOINT:
+        checks.append(
+            _state_check(
+                endpoint,
+                "no_delivery_unknown",
+                "Fails while stock movements are in delivery_unknown: they may or may not be documents in "
+                "Gestimum, are never re-sent on their own, and need `gestimum-pipeline reconcile`.",
+                dg.AssetCheckSeverity.ERROR,
+                health.delivery_unknown,
+            )
+        )
+    return checks
+
+
+state_checks = [check for endpoint in ENDPOINT_ORDER for check in build_state_checks(endpoint)]

@@ -53,3 +53,16 @@ def env_bool(name: str, default: bool) -> bool:
 START_DATE = env_str("GESTIMUM_SYNC_START_DATE", DEFAULT_START_DATE)
 TIMEZONE = env_str("GESTIMUM_SYNC_TIMEZONE", DEFAULT_TIMEZONE)
 CRON = env_str("GESTIMUM_SYNC_CRON", DEFAULT_CRON)
+
+
+def env_minutes(name: str, default: float) -> float:
+    value = env_float(name, default)
+    if value <= 0:
+        raise ValueError(f"setting {name} must be a positive number of minutes, got {value:g}")
+    return value
+
+
+# How far Gestimum may lag behind the CRM: a sink not materialized for this long fails its
+# freshness policy (warned at two thirds of it), and rows pending or held longer fail a check.
+MAX_LAG_MINUTES = env_minutes("GESTIMUM_MAX_LAG_MINUTES", 180.0)
+MAX_WAITING_MINUTES = env_minutes("GESTIMUM_MAX_WAITING_MINUTES", MAX_LAG_MINUTES)

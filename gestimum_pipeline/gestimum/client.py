@@ -252,6 +252,10 @@ class GestimumClient:
         del body  # holds the password: keep it out of tracebacks' locals as far as possible
         return self._post(endpoint, data, len(lines), test_mode, self.max_retries)
 
+    def redact(self, text: str) -> str:
+        """`text` with the password (and any URL password) replaced by `***`: for journals shown in the UI."""
+        return redact(text, self._secrets)
+
     def check_access(self, endpoint: Endpoint, *, max_retries: int | None = None) -> ImportResult:
         """Proves that Gestimum answers and accepts the company file and credentials, importing nothing.
 

@@ -61,6 +61,8 @@ SOURCE_ORDER: dict[str, tuple[str, ...] | None] = {
     "stock_movements": ("direction", "warehouse_code", "id"),
 }
 MAX_REPORTED_REJECTIONS = 200
+# Journal entries kept for the sink's metadata: enough to read a run, bounded for 10 000-line requests.
+MAX_REPORTED_JOURNAL_ENTRIES = 200
 # The field that carries each endpoint's key, named in duplicate-key rejections.
 KEY_FIELDS: dict[str, str] = {
     "comptes": "PCF_CODE",
@@ -146,6 +148,41 @@ class SendReport:
     duration_seconds: float = 0.0
     delivery_unknown: int = 0
     bytes_posted: int = 0  # request bodies, envelopes and retries included
+    journal: list[str] = field(default_factory=list)  # Gestimum's journals, redacted, capped
+    journal_entries: int = 0  # all entries, including those beyond the cap
+
+
+def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
+    """The error, if `exc` comes from an answer Gestimum gave (HTTP 200) that cannot be accounted for."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GestimumProtocolError) and seen.status == 200:
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def statistics_problems(report: SendReport, in_flight_after: int) -> list[str]:
+    """Why Gestimum's statistics and our accounting of a sink's run disagree; empty when they agree.
+
+    `parse_response` refuses an answer whose own counts do not add up; this looks across the
+    run: the totals, the reasons kept for rejected lines, documents for imported stock lines,
+    and the state store, where every answered line must have left `in_flight`.
+    """
+    problems: list[str] = []
+    if report.imported + report.rejected != report.lines_sent:
+        problems.append(
+            f"{report.imported} imported + {report.rejected} rejected = {report.imported + report.rejected}, "
+            f"but {report.lines_sent} lines were sent"
+        )
+    expected_reasons = min(report.rejected, MAX_REPORTED_REJECTIONS)
+    if len(report.rejections) != expected_reasons:
+        problems.append(f"{report.rejected} lines rejected, but {len(report.rejections)} reasons recorded")
+    if report.endpoint == STOCK_ENDPOINT and report.imported and not report.dry_run and not report.documents:
+        problems.append(f"{report.imported} stock lines imported, but Gestimum reported no document created")
+    if in_flight_after and not report.dry_run:
+        problems.append(f"{in_flight_after} rows are still in flight after every request was answered")
+    return problems
 
 
 def stage_endpoint(
@@ -425,6 +462,7 @@ def _send_batch(
         result = client.import_lines(endpoint, lines, test_mode=True)
         report.requests += 1
         _account(report, request_no, keys, result)
+        _keep_journal(report, request_no, result, client)
         return
     request_id = f"{(run_id or 'manual')[:8]}-{endpoint.name}-{request_no}"
     state.mark_in_flight(endpoint.name, keys, request_id=request_id, run_id=run_id)
@@ -450,6 +488,7 @@ def _send_batch(
         raise
     report.requests += 1
     outcomes = _account(report, request_no, keys, result)
+    _keep_journal(report, request_no, result, client)
     try:
         state.record_outcomes(endpoint.name, outcomes)
     except (psycopg2.Error, DatabaseUnavailable) as exc:
@@ -478,6 +517,13 @@ def _send_batch(
         result.rejected,
         f", documents {', '.join(result.documents)}" if result.documents else "",
     )
+
+
+def _keep_journal(report: SendReport, request_no: int, result: ImportResult, client: GestimumClient) -> None:
+    report.journal_entries += len(result.journal)
+    room = MAX_REPORTED_JOURNAL_ENTRIES - len(report.journal)
+    # Gestimum's journal has no documented reason to quote the password, but it is shown in the UI.
+    report.journal.extend(f"[{request_no}] {client.redact(entry)}" for entry in result.journal[: max(room, 0)])
 
 
 def _account(report: SendReport, request_no: int, keys: list[str], result: ImportResult) -> list[Outcome]:

@@ -666,6 +666,24 @@ class StateStore:
         counts = self.counts(endpoint).get(endpoint, {})
         return any(counts.get(status, 0) > 0 for status in statuses)
 
+    def waiting(
+        self, endpoint: str, statuses: Sequence[str], *, older_than_seconds: float
+    ) -> dict[str, tuple[int, datetime]]:
+        """{status: (rows, oldest updated_at)} of the endpoint's rows in `statuses` for longer than the age."""
+        if not self._has(endpoint, *statuses):  # the kept counts answer the usual case without a scan
+            return {}
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT status, count(*), min(updated_at) FROM {schema}.records"
+                    " WHERE endpoint = %s AND status = ANY(%s) AND updated_at < now() - make_interval(secs => %s)"
+                    " GROUP BY status"
+                ),
+                (endpoint, list(statuses), older_than_seconds),
+            )
+            return {status: (int(n), oldest) for status, n, oldest in cur.fetchall()}
+
     # -- window signatures (reruns skip windows nothing has touched) ----------------------
     def window_signature(
         self, endpoint: str, mapping: str, start: datetime, end: datetime

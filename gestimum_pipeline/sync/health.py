@@ -1,0 +1,109 @@
+"""What the state store says about an endpoint's health: the facts behind the asset checks.
+
+Plain functions over `StateStore`, so the Dagster checks stay thin and these stay unit-tested.
+Each returns a `Finding`: whether it passed, one sentence a data team reads at a glance
+(naming rows and reasons, and the command to act on them), counts, and detail rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gestimum_pipeline.sync.state import StateStore
+
+# Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
+MAX_LISTED_ROWS = 100
+MAX_NAMED_IN_SUMMARY = 5
+WAITING_STATUSES = ("pending", "held", "in_flight")
+
+
+@dataclass
+class Finding:
+    passed: bool
+    summary: str
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
+    """The endpoint's rows currently rejected, by Gestimum or by our validation, with their reasons."""
+    total = store.counts(endpoint).get(endpoint, {}).get("rejected", 0)
+    if not total:
+        return Finding(True, f"no {endpoint} row is rejected", {"rejected": 0})
+    records = store.records(endpoint=endpoint, statuses=["rejected"], limit=limit)
+    rows = [
+        {
+            "source_key": r["source_key"],
+            "reason": r["reason"] or "",
+            "rejected_by": r["reason_source"] or "",
+            "since": _iso(r["updated_at"]),
+        }
+        for r in records
+    ]
+    named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
+    more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    summary = (
+        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. Fix them in the CRM (the "
+        f"next run re-sends changed rows), or see `gestimum-pipeline rejections --endpoint {endpoint}`."
+    )
+    by_source: dict[str, int] = {}
+    for r in rows:
+        by_source[r["rejected_by"]] = by_source.get(r["rejected_by"], 0) + 1
+    counts = {"rejected": total, **{f"listed_rejected_by_{k or 'unknown'}": n for k, n in sorted(by_source.items())}}
+    return Finding(False, summary, counts, rows)
+
+
+def waiting_too_long(
+    store: StateStore, endpoint: str, *, max_age_seconds: float, now: datetime | None = None
+) -> Finding:
+    """Rows pending, held for a parent, or in flight for longer than `max_age_seconds`."""
+    found = store.waiting(endpoint, WAITING_STATUSES, older_than_seconds=max_age_seconds)
+    counts = {status: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    limit = _minutes(max_age_seconds)
+    if not any(counts.values()):
+        return Finding(True, f"no {endpoint} row has waited longer than {limit}", counts)
+    now = now or datetime.now(UTC)
+    oldest = min(found[s][1] for s in found)
+    counts["oldest_wait_minutes"] = int((now - oldest).total_seconds() // 60)
+    parts = [f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if status in found and n]
+    hints = []
+    if counts["pending"] or counts["in_flight"]:
+        hints.append("pending rows are sent by the next successful run (check the failed runs)")
+    if counts["held"]:
+        hints.append("held rows wait for a parent that is not imported (see the parent's rejections)")
+    summary = (
+        f"{endpoint}: {', '.join(parts)} for longer than {limit} (oldest since {_iso(oldest)}); "
+        + "; ".join(hints)
+        + f". List them with `gestimum-pipeline rejections --endpoint {endpoint}`."
+    )
+    return Finding(False, summary, counts)
+
+
+def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
+    """Stock movements that may or may not have become documents: an operator must reconcile them."""
+    total = store.counts(endpoint).get(endpoint, {}).get("delivery_unknown", 0)
+    if not total:
+        return Finding(True, f"no {endpoint} row has an unknown delivery", {"delivery_unknown": 0})
+    records = store.records(endpoint=endpoint, statuses=["delivery_unknown"], limit=limit)
+    rows = [
+        {"source_key": r["source_key"], "reason": r["reason"] or "", "since": _iso(r["updated_at"])} for r in records
+    ]
+    keys = ", ".join(r["source_key"] for r in rows[:MAX_NAMED_IN_SUMMARY])
+    more = ", …" if total > MAX_NAMED_IN_SUMMARY else ""
+    summary = (
+        f"{total} {endpoint} row{'s' if total != 1 else ''} in delivery_unknown ({keys}{more}): they may or may "
+        "not be in Gestimum and are never re-sent on their own. Check in Gestimum, then `gestimum-pipeline "
+        "reconcile --delivered --document <number> <ids>` or `gestimum-pipeline reconcile --release <ids>`."
+    )
+    return Finding(False, summary, {"delivery_unknown": total}, rows)
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
