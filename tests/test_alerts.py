@@ -396,6 +396,17 @@ def test_check_sensor_posts_each_failed_check_once(
     third = evaluate_check_sensor(instance, second.cursor, webhook)
     assert len(receiver.bodies) == posted
     assert third.cursor == second.cursor and third.skip_reason is not None
+
+    # The hourly schedule runs again with nothing changed: the check still fails the same way,
+    # which the team already knows; no alert.
+    assert run_sync(crm_url, simulator.url, partition=DAY, instance=instance).success
+    fourth = evaluate_check_sensor(instance, third.cursor, webhook)
+    assert int(fourth.cursor or 0) > int(third.cursor or 0) and len(receiver.bodies) == posted
+    # A new rejection changes the findings: told again.
+    insert_contacts(crm_url, [("KC3", "NOPE3", "Roux", None, None, None, DAY_TS)])
+    assert run_sync(crm_url, simulator.url, partition=DAY, instance=instance).success
+    evaluate_check_sensor(instance, fourth.cursor, webhook)
+    assert len(receiver.bodies) == posted + 1 and "KC3" in receiver.texts()[-1]
     assert_no_secret(json.dumps(receiver.bodies), caplog.text, repr(second), repr(third))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
 
 from gestimum_pipeline.alerts import (
@@ -39,6 +40,8 @@ RUN_END_EVENTS = (
     dg.DagsterEventType.RUN_FAILURE,
     dg.DagsterEventType.RUN_CANCELED,
 )
+HISTORY_LOOKBACK = 20  # evaluations of one check read to find the run before this one
+COMPLETED_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 RUNS_PER_TICK = 50  # bounds one tick after a long outage; the next tick continues from the cursor
 # Settings whose values may be quoted by an upstream error; redacted from messages on top of URL passwords.
 _SECRET_URL_SETTINGS = ("CRM_DATABASE_URL", "SYNC_STATE_DATABASE_URL", "GESTIMUM_URL")
@@ -171,6 +174,34 @@ def run_ends_after(instance: dg.DagsterInstance, after: int, limit: int = RUNS_P
     return ends
 
 
+def still_failing_the_same_way(instance: dg.DagsterInstance, evaluation: dg.AssetCheckEvaluation, run_id: str) -> bool:
+    """Whether the check's previous run failed it with the same description: already reported.
+
+    An hourly schedule re-evaluates a standing rejection every hour; the team is told when a
+    check starts failing or its findings change (new rows, other reasons), not at every run.
+    """
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name),
+        limit=HISTORY_LOOKBACK,
+        status=COMPLETED_STATUSES,
+    )
+    runs = [record.run_id for record in history]
+    if run_id not in runs:  # the history moved on past this run (a busy instance): report, don't guess
+        return False
+    for record in history[runs.index(run_id) + 1 :]:
+        if record.run_id == run_id:
+            continue
+        previous = (
+            record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+        )
+        return (
+            isinstance(previous, dg.AssetCheckEvaluation)
+            and not previous.passed
+            and previous.description == evaluation.description
+        )
+    return False
+
+
 def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck]:
     """The run's failed evaluations (WARN and ERROR) of checks on this project's assets."""
     failed: list[FailedCheck] = []
@@ -183,6 +214,8 @@ def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[Fail
         if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
             continue
         if evaluation.asset_key.path[0] not in PROJECT_ASSET_ROOTS:
+            continue
+        if still_failing_the_same_way(instance, evaluation, run_id):
             continue
         failed.append(FailedCheck(evaluation, run_id))
     if failed:
