@@ -3,6 +3,7 @@ the environment variables set, and `dagster definitions validate` on the workspa
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,36 @@ def test_a_row_committed_late_is_caught_by_the_look_back_window(crm_url: str, si
     assert run.success, run.failures
     assert simulator.state.customers["LATE"]["PCF_RS"] == "Commit tardif"
     assert state_records(crm_url, "clients")["LATE"]["status"] == "imported"
+
+
+def test_resync_a_day_with_force_and_dry_run_from_the_command_line(
+    crm_url: str, simulator: GestimumSimulator, tmp_path: Path
+) -> None:
+    """README, Operations: re-syncing a day and dry runs, with the per-run options as run config."""
+    insert_customers(crm_url, [("R1", "Reprise", None, None, None, None, None, None, "2026-02-05 10:00+01")])
+    insert_movements(crm_url, [(7, "in", "001", "ELS", 2, "2026-02-05 10:00+01")])
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    env = _env(crm_url, simulator.url, tmp_path)
+
+    def materialize(options: dict[str, object] | None = None) -> None:
+        command = [str(BIN / "dagster"), "asset", "materialize", "-m", "gestimum_pipeline.definitions"]
+        command += ["--select", "*", "--partition", "2026-02-05"]
+        if options:
+            command += ["--config-json", json.dumps({"resources": {"sync_options": {"config": options}}})]
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def requests(endpoint: str) -> int:
+        return sum(1 for r in simulator.state.requests if r.endpoint == endpoint)
+
+    materialize({"dry_run": True})  # validated with `tester`, nothing stored
+    assert simulator.state.customers == {} and simulator.state.documents == []
+    assert requests("clients") == 1
+    assert state_records(crm_url, "clients")["R1"]["status"] == "pending"
+
+    materialize()
+    assert simulator.state.customers["R1"]["PCF_RS"] == "Reprise" and len(simulator.state.documents) == 1
+    materialize()  # a plain rerun of the day sends nothing
+    assert requests("clients") == 2
+    materialize({"force": True})  # re-sends the day's master data, never its stock movements
+    assert requests("clients") == 3 and len(simulator.state.documents) == 1
