@@ -9,8 +9,7 @@ from gestimum_pipeline.defs.settings import CRON, TIMEZONE
 
 sync_job = dg.define_asset_job(
     name="gestimum_sync",
-    selection=dg.AssetSelection.all(),
-    partitions_def=daily_partitions,
+    selection=dg.AssetSelection.all(),  # partitioned daily, like every asset it selects
     description="The whole sync: CRM sources, transforms and the five Gestimum imports, in dependency order.",
 )
 
