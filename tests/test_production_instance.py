@@ -18,14 +18,10 @@ import contextlib
 import itertools
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,9 +30,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import dagster as dg
 import pytest
-import requests
 import yaml
 from dagster._core.events import DagsterEventType
+from dagster_services import BIN, free_port, launch_backfill, log_tail, process_group, wait_for_webserver
 
 from gestimum_pipeline.crm.demo import load_demo_data
 from gestimum_pipeline.db import connect, create_database, drop_database
@@ -46,7 +42,6 @@ from gestimum_pipeline.sync.state import StateStore
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_YAML = ROOT / "dagster.yaml"
 PRODUCTION_YAML = ROOT / "docs" / "production" / "dagster.yaml"
-BIN = Path(sys.executable).parent
 
 COMPANY_FILE = "SOCIETE PROD.Gestimum"  # a space and a dot: the pool name is sanitized
 POOL = "gestimum_SOCIETE_PROD_Gestimum"
@@ -57,7 +52,6 @@ RANGES = [("2026-03-02", "2026-03-03"), ("2026-03-05", "2026-03-05"), ("2026-03-
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 REQUEST_DELAY_SECONDS = 1.0  # Gestimum opening the company file for each request, shortened
-STARTUP_TIMEOUT_SECONDS = 90.0
 RUNS_TIMEOUT_SECONDS = 150.0
 SINKS = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
 
@@ -70,15 +64,6 @@ WORKSPACE = {
 # two-core CI machine three such runs take minutes. The in-process executor claims pool
 # slots through the same instance concurrency context, so the pools are tested alike.
 RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId }
-    ... on Error { message }
-  }
-}
-"""
 
 
 def pg_env(url: str) -> dict[str, str]:
@@ -170,75 +155,6 @@ class Step:
         return self.start < other.end and other.start < self.end
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """Ends a process started with start_new_session and all it spawned: code servers, run
-    workers and their step processes stay in its process group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):  # stragglers, even once the leader is gone
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def _live_group_members(pgid: int, wait_seconds: float = 10.0) -> list[int]:
-    """Processes of group `pgid` still alive (zombies awaiting their reaper do not count)."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        members = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(stat.parent.name))
-        if not members or time.monotonic() > deadline:
-            return members
-        time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def _process_group(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> Iterator[Any]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(args), cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        _stop_group(proc)
-        left = _live_group_members(proc.pid)
-        assert not left, f"{args[0]} left processes behind: {left}"
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return ""
-    noise = ("Warning: ", "return fn(")  # Dagster's beta warnings, repeated by every process
-    kept = [line for line in path.read_text(errors="replace").splitlines() if not any(n in line for n in noise)]
-    return "\n".join(kept[-lines:])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_webserver(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while True:
-        assert proc.poll() is None, "dagster-webserver exited:\n" + _log_tail(log)
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url + "server_info", timeout=2).ok:
-                return
-        assert time.monotonic() < deadline, "dagster-webserver not up:\n" + _log_tail(log)
-        time.sleep(0.5)
-
-
 def _steps(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[Step]:
     """The run's steps with their pool (from the run's execution plan) and their start and end
     times (from the STEP_START and STEP_SUCCESS/FAILURE events stored in PostgreSQL)."""
@@ -313,7 +229,7 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "workspace.yaml").write_text(yaml.safe_dump(WORKSPACE))
-    port = _free_port()
+    port = free_port()
     webserver_url = f"http://127.0.0.1:{port}/"
     config = SimulatorConfig(company_file=COMPANY_FILE, user="SYNC", company_open_delay=REQUEST_DELAY_SECONDS)
 
@@ -338,37 +254,27 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
         instance = stack.enter_context(instance_from_yaml(PRODUCTION_YAML, home))
         daemon_log, webserver_log = tmp_path / "daemon.log", tmp_path / "webserver.log"
         daemon = stack.enter_context(
-            _process_group([str(BIN / "dagster-daemon"), "run"], cwd=home, env=env, log=daemon_log)
+            process_group([str(BIN / "dagster-daemon"), "run"], cwd=home, env=env, log=daemon_log)
         )
         webserver = stack.enter_context(
-            _process_group(
+            process_group(
                 [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)],
                 cwd=home,
                 env=env,
                 log=webserver_log,
             )
         )
-        _wait_for_webserver(webserver_url, webserver, webserver_log)
+        wait_for_webserver(webserver_url, webserver, webserver_log)
 
         # The UI's "Launch backfill" for the job.
-        params = {
-            "selector": {
-                "partitionSetName": "gestimum_sync_partition_set",
-                "repositorySelector": {
-                    "repositoryLocationName": "gestimum_pipeline",
-                    "repositoryName": "__repository__",
-                },
-            },
-            "partitionNames": [d.isoformat() for d in DAYS],
-            "runConfigData": RUN_CONFIG,
-        }
-        answer = requests.post(
-            webserver_url + "graphql", json={"query": LAUNCH_BACKFILL, "variables": {"params": params}}, timeout=60
+        backfill_id = launch_backfill(
+            webserver_url,
+            location="gestimum_pipeline",
+            partition_set="gestimum_sync_partition_set",
+            partitions=[d.isoformat() for d in DAYS],
+            run_config=RUN_CONFIG,
         )
-        answer.raise_for_status()
-        launched = answer.json()["data"]["launchPartitionBackfill"]
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        backfill_runs = dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
+        backfill_runs = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
         launched_at = time.monotonic()
 
         deadline = launched_at + RUNS_TIMEOUT_SECONDS
@@ -376,10 +282,10 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
             runs = instance.get_runs(filters=backfill_runs)
             if len(runs) == len(RANGES) and all(r.is_finished for r in runs):
                 break
-            assert daemon.poll() is None, "dagster-daemon exited:\n" + _log_tail(daemon_log)
+            assert daemon.poll() is None, "dagster-daemon exited:\n" + log_tail(daemon_log)
             assert time.monotonic() < deadline, (
                 f"runs not finished after {RUNS_TIMEOUT_SECONDS:.0f} s: {[r.status.value for r in runs]}\n"
-                + _log_tail(daemon_log)
+                + log_tail(daemon_log)
             )
             time.sleep(1.0)
         finished_at = time.monotonic()
