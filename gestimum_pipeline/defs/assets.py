@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import unquote
 
 import dagster as dg
 import psycopg2
@@ -356,7 +357,7 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
         backfill_policy=backfill_policy,
         pool=GESTIMUM_POOL,
         freshness_policy=SINK_FRESHNESS,
-        description=f"Staged {endpoint_name} lines sent to Gestimum's {endpoint.path} endpoint, with "
+        description=f"Staged {endpoint_name} lines sent to Gestimum's `{unquote(endpoint.path)}` endpoint, with "
         "Gestimum's statistics. Every line ends imported, rejected with Gestimum's reason, or still pending.",
         check_specs=[
             dg.AssetCheckSpec(
