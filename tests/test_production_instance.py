@@ -33,6 +33,7 @@ import pytest
 import yaml
 from dagster._core.events import DagsterEventType
 from dagster_services import BIN, free_port, launch_backfill, log_tail, process_group, wait_for_webserver
+from sync_harness import query_rows
 
 from gestimum_pipeline.crm.demo import load_demo_data
 from gestimum_pipeline.db import connect, create_database, drop_database
@@ -52,7 +53,9 @@ RANGES = [("2026-03-02", "2026-03-03"), ("2026-03-05", "2026-03-05"), ("2026-03-
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 REQUEST_DELAY_SECONDS = 1.0  # Gestimum opening the company file for each request, shortened
-RUNS_TIMEOUT_SECONDS = 150.0
+# Each run starts a process per step (about 30 with the checks) from its forkserver; three
+# overlapping runs on a loaded two-core machine took up to about 150 s, so leave room.
+RUNS_TIMEOUT_SECONDS = 360.0
 SINKS = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
 
 WORKSPACE = {
@@ -60,10 +63,6 @@ WORKSPACE = {
         {"python_module": {"module_name": "gestimum_pipeline.definitions", "location_name": "gestimum_pipeline"}}
     ]
 }
-# The sync job's default executor starts a Python process per step (about 20 a run); on a
-# two-core CI machine three such runs take minutes. The in-process executor claims pool
-# slots through the same instance concurrency context, so the pools are tested alike.
-RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
 def pg_env(url: str) -> dict[str, str]:
@@ -178,26 +177,18 @@ def check_not_none(value: Any) -> Any:
     return value
 
 
-def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    conn = connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def _assert_gestimum_holds_the_crm(sim: GestimumSimulator, crm_url: str, movement_count: int) -> None:
     """Every CRM row is in Gestimum, and each stock movement is in exactly one document."""
-    customers = {c for (c,) in _rows(crm_url, "SELECT code FROM crm.customers")}
+    customers = {c for (c,) in query_rows(crm_url, "SELECT code FROM crm.customers")}
     assert set(sim.state.customers) == customers
     assert set(sim.state.accounts) == {f"411{c}" for c in customers}
-    assert set(sim.state.contacts) == {c for (c,) in _rows(crm_url, "SELECT code FROM crm.contacts")}
-    references = _rows(crm_url, "SELECT item_code, customer_code FROM crm.customer_item_references")
+    assert set(sim.state.contacts) == {c for (c,) in query_rows(crm_url, "SELECT code FROM crm.contacts")}
+    references = query_rows(crm_url, "SELECT item_code, customer_code FROM crm.customer_item_references")
     assert set(sim.state.references) == set(references)
 
-    movements = _rows(crm_url, "SELECT id, direction, warehouse_code, item_code, quantity FROM crm.stock_movements")
+    movements = query_rows(
+        crm_url, "SELECT id, direction, warehouse_code, item_code, quantity FROM crm.stock_movements"
+    )
     assert len(movements) == movement_count
     documents = sim.state.documents
     document_lines = Counter(
@@ -272,7 +263,6 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
             location="gestimum_pipeline",
             partition_set="gestimum_sync_partition_set",
             partitions=[d.isoformat() for d in DAYS],
-            run_config=RUN_CONFIG,
         )
         backfill_runs = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
         launched_at = time.monotonic()

@@ -38,6 +38,7 @@ import dagster as dg
 import pytest
 import requests
 from dagster_services import BIN, free_port, graphql, launch_backfill, log_tail, process_group, wait_for_webserver
+from sync_harness import query_rows
 
 from gestimum_pipeline.crm.demo import load_demo_data
 from gestimum_pipeline.db import connect, create_database, drop_database
@@ -170,28 +171,18 @@ def _wait_for_code_location(webserver_url: str, log: Path) -> None:
         time.sleep(0.5)
 
 
-def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    conn = connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def _crm_keys(crm_url: str) -> dict[str, set[str]]:
     """State-store source keys of every CRM row, per endpoint."""
-    customers = {source_key(c) for (c,) in _rows(crm_url, "SELECT code FROM crm.customers")}
+    customers = {source_key(c) for (c,) in query_rows(crm_url, "SELECT code FROM crm.customers")}
     return {
         "comptes": customers,
         "clients": customers,
-        "contacts": {source_key(c) for (c,) in _rows(crm_url, "SELECT code FROM crm.contacts")},
+        "contacts": {source_key(c) for (c,) in query_rows(crm_url, "SELECT code FROM crm.contacts")},
         "references_clients_articles": {
             source_key(c, i)
-            for c, i in _rows(crm_url, "SELECT customer_code, item_code FROM crm.customer_item_references")
+            for c, i in query_rows(crm_url, "SELECT customer_code, item_code FROM crm.customer_item_references")
         },
-        "documents_stock": {source_key(i) for (i,) in _rows(crm_url, "SELECT id FROM crm.stock_movements")},
+        "documents_stock": {source_key(i) for (i,) in query_rows(crm_url, "SELECT id FROM crm.stock_movements")},
     }
 
 
@@ -275,6 +266,15 @@ def _asset_graph(page: Page, deployment: Deployment, shots: Path) -> None:
     page.screenshot(path=str(shots / "asset-graph.png"))
 
 
+FRESHNESS_STATUS = """
+query($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { freshnessStatusInfo { freshnessStatus } }
+  }
+}
+"""
+
+
 def _clients_page(page: Page, deployment: Deployment, shots: Path) -> None:
     """`gestimum/clients` shows the imported and rejected counts its latest materialization recorded."""
     from playwright.sync_api import expect
@@ -293,6 +293,10 @@ def _clients_page(page: Page, deployment: Deployment, shots: Path) -> None:
     for key in ("lines_sent", "imported", "rejected", "requests"):
         row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=key, exact=True))
         expect(row.get_by_role("cell").last).to_have_text(str(recorded[key]))
+    # Freshness (GESTIMUM_MAX_LAG_MINUTES) as the daemon evaluates it, on the page and through the API.
+    expect(page.get_by_text("Passing").first).to_be_visible(timeout=90_000)
+    status = graphql(deployment.webserver_url, FRESHNESS_STATUS, {"path": ["gestimum", "clients"]})
+    assert status["assetNodeOrError"]["freshnessStatusInfo"]["freshnessStatus"] == "HEALTHY", status
     page.screenshot(path=str(shots / "clients-asset.png"))
 
 
@@ -386,7 +390,7 @@ def test_a_backfill_launched_through_graphql_lands_its_days(deployment: Deployme
             item,
             format(qty.normalize(), "f").replace(".", ","),
         )
-        for i, direction, warehouse, item, qty in _rows(
+        for i, direction, warehouse, item, qty in query_rows(
             deployment.crm_url, "SELECT id, direction, warehouse_code, item_code, quantity FROM crm.stock_movements"
         )
     }
