@@ -29,6 +29,7 @@ import pytest
 from gestimum_pipeline.crm.ddl import create_reference_schema
 from gestimum_pipeline.db import connect, create_database, drop_database
 from gestimum_pipeline.embedded import EmbeddedPostgres
+from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 
 TEST_DATABASE_URL_ENV = "GESTIMUM_TEST_DATABASE_URL"
 
@@ -71,3 +72,14 @@ def crm_url(database_url: str) -> str:
     finally:
         conn.close()
     return database_url
+
+
+@pytest.fixture
+def simulator() -> Iterator[GestimumSimulator]:
+    """The simulator on a real socket, with one item (ELS) and one warehouse (001); modules
+    needing other catalog data define their own."""
+    sim = GestimumSimulator(SimulatorConfig(items=("ELS",), warehouses=("001",))).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()

@@ -96,6 +96,16 @@ def execute(url: str, statements: Iterable[tuple[str | sql.Composable, Sequence[
         conn.close()
 
 
+def query_rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
 def insert_rows(url: str, relation: str, rows: Iterable[Sequence[Any]]) -> None:
     """Inserts rows into a CRM relation, values in the source contract's column order."""
     columns = RELATIONS[relation].columns

@@ -34,7 +34,7 @@ from gestimum_pipeline.defs.alerts import (
     check_failure_alert,
     run_failure_alert,
 )
-from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
+from gestimum_pipeline.simulator.server import GestimumSimulator
 
 TOKEN = "xoxb-T0ALERT-s3cr3tT0k3n"
 TOKEN_PATH = f"/services/T0ALERT/B0HOOK/{TOKEN}"
@@ -317,15 +317,8 @@ def test_run_failure_sensor_posts_one_alert_without_secrets(
     assert not run.success
     result = run.result
 
-    context = dg.build_run_status_sensor_context(
-        sensor_name="gestimum_run_failure_alert",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alert_webhook": webhook},
-    ).for_run_failure()
     with no_deprecation_warnings():
-        outcome = run_failure_alert(context)
+        outcome = evaluate_run_failure_sensor(instance, result, webhook)
 
     (body,) = receiver.bodies
     assert_slack_compatible(body)
@@ -337,13 +330,18 @@ def test_run_failure_sensor_posts_one_alert_without_secrets(
     assert_no_secret(json.dumps(body), caplog.text, repr(outcome))
 
 
-@pytest.fixture
-def simulator() -> Iterator[GestimumSimulator]:
-    sim = GestimumSimulator(SimulatorConfig(items=("ELS",), warehouses=("001",))).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
+def evaluate_run_failure_sensor(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, webhook: AlertWebhook
+) -> dg.SkipReason | None:
+    """The real run-failure sensor, on the failed run `result` of `instance`."""
+    context = dg.build_run_status_sensor_context(
+        sensor_name="gestimum_run_failure_alert",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        resources={"alert_webhook": webhook},
+    ).for_run_failure()
+    return run_failure_alert(context)
 
 
 def evaluate_check_sensor(instance: dg.DagsterInstance, cursor: str | None, webhook: AlertWebhook) -> dg.SensorResult:
@@ -427,13 +425,6 @@ def test_alerts_off_without_the_variable(
 
     result = dg.materialize([always_fails], instance=instance, raise_on_error=False)
     assert not result.success
-    context = dg.build_run_status_sensor_context(
-        sensor_name="gestimum_run_failure_alert",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-        resources={"alert_webhook": webhook},
-    ).for_run_failure()
-    outcome = run_failure_alert(context)
+    outcome = evaluate_run_failure_sensor(instance, result, webhook)
     assert isinstance(outcome, dg.SkipReason) and ALERT_WEBHOOK_ENV in (outcome.skip_message or "")
     assert receiver.attempts == 0

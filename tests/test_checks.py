@@ -5,15 +5,12 @@ Plus unit tests of the plain health findings the state-store checks are built fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dagster as dg
-import pytest
 from sync_harness import execute, insert_contacts, insert_customers, insert_movements, run_sync
 
 from gestimum_pipeline.defs.assets import ENDPOINT_ORDER
 from gestimum_pipeline.defs.checks import build_state_checks
-from gestimum_pipeline.simulator.server import Fault, GestimumSimulator, SimulatorConfig
+from gestimum_pipeline.simulator.server import Fault, GestimumSimulator
 from gestimum_pipeline.sync import health
 from gestimum_pipeline.sync.engine import SendReport, statistics_problems
 from gestimum_pipeline.sync.state import StateStore
@@ -21,15 +18,6 @@ from gestimum_pipeline.sync.state import StateStore
 DAY = "2026-03-28"
 DAY_TS = "2026-03-28 10:00:00+01"
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
-
-
-@pytest.fixture
-def simulator() -> Iterator[GestimumSimulator]:
-    sim = GestimumSimulator(SimulatorConfig(items=("ELS",), warehouses=("001",))).start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 def _seed_with_rejections(crm_url: str) -> None:
