@@ -15,8 +15,9 @@ from urllib.parse import unquote
 import dagster as dg
 import psycopg2
 
+from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.crm.queries import count_window
-from gestimum_pipeline.db import DatabaseUnavailable
+from gestimum_pipeline.db import DatabaseUnavailable, validate_identifier
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
 from gestimum_pipeline.defs.preflight import run_preflight
 from gestimum_pipeline.defs.resources import (
@@ -28,7 +29,6 @@ from gestimum_pipeline.defs.resources import (
 )
 from gestimum_pipeline.defs.settings import MAX_LAG_MINUTES
 from gestimum_pipeline.gestimum import catalog
-from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.errors import GestimumError
 from gestimum_pipeline.sync.engine import (
     SOURCES,
@@ -155,28 +155,27 @@ def build_source(relation: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, crm: CrmDatabase, sync_options: SyncOptions
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         window = _window(context, sync_options)
-        try:
-            schema, problems = crm.contract_problems([relation])
-        except DatabaseUnavailable as exc:
-            raise _fail("CRM unreachable", exc) from None
-        contract = dg.AssetCheckResult(
-            check_name=SOURCE_CONTRACT_CHECK,
-            passed=not problems,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(problems) or f"{schema}.{relation} meets the source contract",
-            metadata={"schema": schema, "problems": len(problems)},
-        )
-        if problems:
-            yield contract  # recorded on the asset before the run stops: the catalog shows why
-            raise ConfigurationError(
-                description=f"The CRM does not match the source contract (README, 'Source contract'): "
-                f"{'; '.join(problems)}. Nothing was read; fix the relation (or its view), then rerun."
-            )
+        schema = validate_identifier(crm.schema_name, "CRM_SCHEMA")
         try:
             conn = crm.connect()
         except DatabaseUnavailable as exc:
             raise _fail("CRM unreachable", exc) from None
         try:
+            # One connection: the contract is read from the catalog, then the window is counted.
+            problems = check_contract(conn, schema, [relation])
+            contract = dg.AssetCheckResult(
+                check_name=SOURCE_CONTRACT_CHECK,
+                passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(problems) or f"{schema}.{relation} meets the source contract",
+                metadata={"schema": schema, "problems": len(problems)},
+            )
+            if problems:
+                yield contract  # recorded on the asset before the run stops: the catalog shows why
+                raise ConfigurationError(
+                    description=f"The CRM does not match the source contract (README, 'Source contract'): "
+                    f"{'; '.join(problems)}. Nothing was read; fix the relation (or its view), then rerun."
+                )
             rows, last_change = count_window(conn, schema, relation, window.start, window.end)
         except psycopg2.Error as exc:
             raise dg.Failure(
@@ -279,7 +278,7 @@ def build_transform(endpoint: str) -> dg.AssetsDefinition:
     return _transform
 
 
-def _send_metadata(report: SendReport, pending_after: int, client: GestimumClient) -> dict[str, object]:
+def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
     metadata: dict[str, object] = {
         "lines_sent": report.lines_sent,
         "imported": report.imported,
@@ -302,10 +301,9 @@ def _send_metadata(report: SendReport, pending_after: int, client: GestimumClien
         metadata["documents"] = ", ".join(shown) + (" …" if len(report.documents) > 50 else "")
     if report.delivery_unknown:
         metadata["delivery_unknown"] = report.delivery_unknown
-    if report.journal:
+    if report.journal:  # entries were redacted by the client as they were collected
         more = report.journal_entries - len(report.journal)
-        # The client already redacted each entry; redacting again costs nothing and guards a future path.
-        text = client.redact("\n".join(report.journal)) + (f"\n… {more} more entries" if more > 0 else "")
+        text = "\n".join(report.journal) + (f"\n… {more} more entries" if more > 0 else "")
         metadata["gestimum_journal"] = dg.MetadataValue.md(f"```\n{text}\n```")
     metadata["rejections"] = dg.MetadataValue.table(
         records=[
@@ -421,7 +419,7 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
                 yield _statistics_result([str(answer_problem)], None)
             raise failure
         assert report is not None
-        metadata = _send_metadata(report, counts.get("pending", 0), client)
+        metadata = _send_metadata(report, counts.get("pending", 0))
         statistics = _statistics_result(statistics_problems(report, counts.get("in_flight", 0)), report)
         if endpoint_name == STOCK_ENDPOINT and report.delivery_unknown:
             yield statistics

@@ -36,18 +36,14 @@ class CrmDatabase(dg.ConfigurableResource):
     def connect(self) -> psycopg2.extensions.connection:
         return connect(self.url, setting="CRM_DATABASE_URL")
 
-    def contract_problems(self, relations: Sequence[str] | None = None) -> tuple[str, list[str]]:
-        """The validated schema name, and what keeps `relations` (default all) from the source contract."""
+    def checked_schema(self, relations: Sequence[str] | None = None) -> str:
+        """Validates the schema name and the relations' (default all) columns; raises naming what is wrong."""
         schema = validate_identifier(self.schema_name, "CRM_SCHEMA")
         conn = self.connect()
         try:
-            return schema, check_contract(conn, schema, relations)
+            problems = check_contract(conn, schema, relations)
         finally:
             conn.close()
-
-    def checked_schema(self, relations: Sequence[str] | None = None) -> str:
-        """Validates the schema name and the relations' (default all) columns; raises naming what is wrong."""
-        schema, problems = self.contract_problems(relations)
         if problems:
             raise ConfigurationError(
                 description="The CRM does not match the source contract (see README, 'Source contract'): "

@@ -29,10 +29,9 @@ class Finding:
 
 def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
     """The endpoint's rows currently rejected, by Gestimum or by our validation, with their reasons."""
-    total = store.counts(endpoint).get(endpoint, {}).get("rejected", 0)
+    total, records = _listed(store, endpoint, "rejected", limit)
     if not total:
         return Finding(True, f"no {endpoint} row is rejected", {"rejected": 0})
-    records = store.records(endpoint=endpoint, statuses=["rejected"], limit=limit)
     rows = [
         {
             "source_key": r["source_key"],
@@ -83,10 +82,9 @@ def waiting_too_long(
 
 def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
     """Stock movements that may or may not have become documents: an operator must reconcile them."""
-    total = store.counts(endpoint).get(endpoint, {}).get("delivery_unknown", 0)
+    total, records = _listed(store, endpoint, "delivery_unknown", limit)
     if not total:
         return Finding(True, f"no {endpoint} row has an unknown delivery", {"delivery_unknown": 0})
-    records = store.records(endpoint=endpoint, statuses=["delivery_unknown"], limit=limit)
     rows = [
         {"source_key": r["source_key"], "reason": r["reason"] or "", "since": _iso(r["updated_at"])} for r in records
     ]
@@ -98,6 +96,12 @@ def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTE
         "reconcile --delivered --document <number> <ids>` or `gestimum-pipeline reconcile --release <ids>`."
     )
     return Finding(False, summary, {"delivery_unknown": total}, rows)
+
+
+def _listed(store: StateStore, endpoint: str, status: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many of the endpoint's rows have `status` (from the kept counts), and the first `limit` of them."""
+    total = store.counts(endpoint).get(endpoint, {}).get(status, 0)
+    return total, store.records(endpoint=endpoint, statuses=[status], limit=limit) if total else []
 
 
 def _iso(value: datetime | None) -> str:
