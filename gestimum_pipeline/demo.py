@@ -121,7 +121,7 @@ def run_demo(
     return summary
 
 
-# The pieces below are the demo's steps; tests/test_ui.py runs the same ones against its own
+# The pieces below are the demo's steps; tests/e2e/test_ui.py runs the same ones against its own
 # database and keeps the simulator up for the Dagster UI.
 
 

@@ -9,7 +9,7 @@ Which server:
   directory, so the suite also runs on a machine without PostgreSQL.
 
 Both paths are exercised: run the suite once with the variable and once without;
-tests/test_db.py also starts its own EmbeddedPostgres whatever the variable says.
+tests/integration/test_db.py also starts its own EmbeddedPostgres whatever the variable says.
 
 Every fixture yields a plain ``postgresql://`` URL (what users configure); open
 connections with ``gestimum_pipeline.db.connect`` or ``make_engine``.

@@ -42,7 +42,7 @@ from gestimum_pipeline.crm.contract import (
 from gestimum_pipeline.db import ident
 
 # Taken from the simulator's default catalog (simulator/catalog_default.json), so demo
-# rows import cleanly; tests/test_crm.py fails if the two drift apart.
+# rows import cleanly; tests/integration/test_crm.py fails if the two drift apart.
 DEMO_ITEMS: tuple[str, ...] = ("ELS", "A10", "A11", "A12", "A20", "ELS2", "CLAVIER", "SOURIS", "ECRAN22", "TONER-NOIR")
 DEMO_WAREHOUSES: tuple[str, ...] = ("001", "002")
 

@@ -1,7 +1,7 @@
 """Request bodies: the documented `{"importer_x": {"societe": ..., "parametres": ...}}` envelope.
 
 The key order follows Gestimum's examples, so a body built with the examples' settings
-is byte-for-byte the documented one (tests/test_protocol_unit.py checks all five).
+is byte-for-byte the documented one (tests/unit/test_protocol_unit.py checks all five).
 """
 
 from __future__ import annotations

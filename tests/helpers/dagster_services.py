@@ -1,5 +1,5 @@
 """Dagster's own services (webserver, daemon, `dagster dev`) as processes of a test, and the
-webserver's GraphQL API: shared by tests/test_production_instance.py and tests/test_ui.py.
+webserver's GraphQL API: shared by tests/e2e/test_production_instance.py and tests/e2e/test_ui.py.
 
 Each service runs in its own process group, so stopping it also stops what it spawned (code
 servers, run workers, step processes), and the test checks that nothing was left behind.

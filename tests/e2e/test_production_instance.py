@@ -40,7 +40,7 @@ from gestimum_pipeline.db import connect, create_database, drop_database
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 from gestimum_pipeline.sync.state import StateStore
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL_YAML = ROOT / "dagster.yaml"
 PRODUCTION_YAML = ROOT / "docs" / "production" / "dagster.yaml"
 

@@ -15,7 +15,7 @@ from sync_harness import insert_contacts, insert_customers, insert_movements, ru
 
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -6,7 +6,7 @@ a password, injects one failure, and then checks, in this order:
 
 * what the operator sees: the failing step's message names the cause and the next step;
 * that no secret shows in any message, log record, event or metadata of the run;
-* the two invariants (tests/invariants.py) right after the failure;
+* the two invariants (tests/helpers/invariants.py) right after the failure;
 * recovery: the next run (and, for stock movements in doubt, the operator's reconcile
   command) ends with every row imported or rejected with a reason, each movement at
   most once in Gestimum, and the invariants checked again.

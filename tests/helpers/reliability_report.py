@@ -1,8 +1,8 @@
 """Prints the reliability tables (docs/reliability.md) from the cases the tests recorded.
 
-    GESTIMUM_RELIABILITY_REPORT=/tmp/cases.jsonl python -m pytest tests/test_faults.py \\
-        tests/test_bad_input.py tests/test_quarantine_cli.py tests/test_secrets.py tests/test_preflight.py
-    python tests/reliability_report.py /tmp/cases.jsonl > /tmp/tables.md
+    GESTIMUM_RELIABILITY_REPORT=/tmp/cases.jsonl python -m pytest tests/e2e/test_faults.py \\
+        tests/e2e/test_bad_input.py tests/e2e/test_quarantine_cli.py tests/e2e/test_secrets.py tests/e2e/test_preflight.py
+    python tests/helpers/reliability_report.py /tmp/cases.jsonl > /tmp/tables.md
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import sys
 from collections.abc import Iterable
 
 TITLES = {
-    "fault": "Fault matrix (tests/test_faults.py)",
-    "input": "Bad-input matrix (tests/test_bad_input.py)",
-    "quarantine": "Operator's quarantine (tests/test_quarantine_cli.py)",
-    "secrets": "Secrets (tests/test_secrets.py)",
-    "config": "Configuration errors (tests/test_preflight.py)",
+    "fault": "Fault matrix (tests/e2e/test_faults.py)",
+    "input": "Bad-input matrix (tests/e2e/test_bad_input.py)",
+    "quarantine": "Operator's quarantine (tests/e2e/test_quarantine_cli.py)",
+    "secrets": "Secrets (tests/e2e/test_secrets.py)",
+    "config": "Configuration errors (tests/e2e/test_preflight.py)",
 }
 _SHORT = {
     "delivery_unknown": "DU",
