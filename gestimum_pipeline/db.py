@@ -102,7 +102,68 @@ def normalize_url(url: str, *, setting: str = "database URL") -> str:
 
 def with_database(url: str, database: str) -> str:
     """Return `url` pointing at another database on the same server (scheme unchanged)."""
-    return _parse(url, "database URL").set(database=database).render_as_string(hide_password=False)
+    return url_with(url, database=database)
+
+
+def url_with(
+    url: str,
+    *,
+    database: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> str:
+    """Return `url` with the given parts replaced, whatever its shape (scheme unchanged).
+
+    A new `host` (or `port`) replaces the whole address: the socket form's ``?host=…`` (and
+    ``?port=…``) query parameters go too, since libpq would let them win over the URL's own.
+    """
+    parsed = _parse(url, "database URL")
+    if host is not None or port is not None:
+        parsed = parsed.difference_update_query(["host", "port"])
+        if host is not None:
+            parsed = parsed.set(host=host)
+        if port is not None:
+            parsed = parsed.set(port=port)
+    if database is not None:
+        parsed = parsed.set(database=database)
+    if username is not None:
+        parsed = parsed.set(username=username)
+    if password is not None:
+        parsed = parsed.set(password=password)
+    return parsed.render_as_string(hide_password=False)
+
+
+def database_name(url: str) -> str:
+    """The database `url` names (libpq's default, the user's name, is not guessed: ValueError)."""
+    name = _parse(url, "database URL").database
+    if not name:
+        raise ValueError(f"the database URL names no database: {redact_url(url)}")
+    return str(name)
+
+
+def connection_parameters(url: str, *, setting: str = "database URL") -> dict[str, str]:
+    """libpq keywords (host, port, user, password, dbname and any query parameter) of `url`.
+
+    The socket form ``postgresql://user@/db?host=/run/postgresql`` gives ``host`` the socket
+    directory; a repeated ``host`` becomes libpq's comma-separated list.
+    """
+    parsed = _normalized(url, setting)
+    params: dict[str, str] = {}
+    for key, value in parsed.query.items():
+        params[key] = ",".join(value) if isinstance(value, tuple) else value
+    if parsed.host is not None and "host" not in params:
+        params["host"] = parsed.host
+    if parsed.port is not None and "port" not in params:
+        params["port"] = str(parsed.port)
+    if parsed.username:
+        params["user"] = parsed.username
+    if parsed.password:
+        params["password"] = parsed.password
+    if parsed.database:
+        params["dbname"] = parsed.database
+    return params
 
 
 def psycopg2_dsn(url: str, *, setting: str = "database URL") -> str:
@@ -112,20 +173,7 @@ def psycopg2_dsn(url: str, *, setting: str = "database URL") -> str:
     ``?host=/path`` works; a repeated ``host`` becomes libpq's comma-separated list.
     ``application_name`` and ``connect_timeout`` get defaults unless given.
     """
-    parsed = _normalized(url, setting)
-    params: dict[str, Any] = {}
-    for key, value in parsed.query.items():
-        params[key] = ",".join(value) if isinstance(value, tuple) else value
-    if parsed.host is not None and "host" not in params:
-        params["host"] = parsed.host
-    if parsed.port is not None and "port" not in params:
-        params["port"] = parsed.port
-    if parsed.username:
-        params["user"] = parsed.username
-    if parsed.password:
-        params["password"] = parsed.password
-    if parsed.database:
-        params["dbname"] = parsed.database
+    params: dict[str, Any] = dict(connection_parameters(url, setting=setting))
     params.setdefault("application_name", APPLICATION_NAME)
     params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     return psycopg2.extensions.make_dsn(**params)

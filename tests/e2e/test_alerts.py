@@ -25,7 +25,7 @@ from gestimum_pipeline.alerts import (
     redact_text,
     run_failure_payload,
 )
-from gestimum_pipeline.db import create_database, drop_database
+from gestimum_pipeline.db import create_database, drop_database, normalize_url
 from gestimum_pipeline.defs.alerts import (
     ALERT_WEBHOOK_ENV,
     UI_URL_ENV,
@@ -287,7 +287,7 @@ def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.Dags
         database = f"gp_dagster_{uuid.uuid4().hex[:12]}"
         url = create_database(server, database, setting="GESTIMUM_TEST_DATABASE_URL")
         # SQLAlchemy maps a bare postgresql:// to psycopg 3, which the project does not ship.
-        pg_url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        pg_url = normalize_url(url)
         config += f"storage:\n  postgres:\n    postgres_url: {pg_url}\n"
     (tmp_path / "dagster.yaml").write_text(config)
     with dg.DagsterInstance.from_config(str(tmp_path)) as dagster_instance:

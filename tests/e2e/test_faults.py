@@ -42,7 +42,7 @@ from reliability import (
 )
 
 from gestimum_pipeline.cli import main as cli
-from gestimum_pipeline.db import connect
+from gestimum_pipeline.db import connect, database_name, with_database
 from gestimum_pipeline.gestimum import catalog
 from gestimum_pipeline.gestimum.encoding import decode_line
 from gestimum_pipeline.simulator.server import Fault
@@ -409,7 +409,7 @@ def test_crm_connection_dropped_while_rows_stream(dep: Deployment, capsys: pytes
             ),
         ],
     )
-    name = dep.crm_url.rsplit("/", 1)[1]
+    name = database_name(dep.crm_url)
     # Rows then stream lazily through the index, chunk by chunk, instead of one sort up front.
     execute(admin, [(f'ALTER DATABASE "{name}" SET enable_sort = off', ())])
     dep.options["chunk_size"] = 2
@@ -471,7 +471,7 @@ class _StateStoreCutter(threading.Thread):
 
     def _alter(self, *, allow: bool) -> None:
         # From another database: a database cannot refuse connections to itself.
-        conn = connect(self.admin_url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
+        conn = connect(with_database(self.admin_url, "postgres"), autocommit=True)
         try:
             with conn.cursor() as cur:
                 cur.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS {str(allow).lower()}')
@@ -493,7 +493,7 @@ def test_state_store_lost_while_gestimum_processes_a_stock_request(
     """Gestimum creates the document, but its answer cannot be recorded: in flight, then delivery_unknown."""
     dep = dep_separate_state
     dep.simulator.add_fault(Fault("slow", endpoint="documents_stock", seconds=1.0))
-    database = dep.state_url.rsplit("/", 1)[1]
+    database = database_name(dep.state_url)
     cutter = _StateStoreCutter(admin_url_of(dep.state_url, dep.server_url), database)
     case = CaseRecord(
         "fault",

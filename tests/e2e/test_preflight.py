@@ -20,7 +20,7 @@ import pytest
 from invariants import CaseRecord, check_invariants, statuses
 from reliability import DAY, Deployment, Run, as_role, deployment, execute, role_database, run_job, seed_standard
 
-from gestimum_pipeline.db import connect
+from gestimum_pipeline.db import connect, database_name
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_a_crm_that_breaks_the_source_contract(dep: Deployment) -> None:
 def test_a_state_store_the_sync_user_may_not_create(dep: Deployment, pg_server_url: str) -> None:
     with role_database(pg_server_url, "gp_locked") as locked:
         # The database becomes the superuser's: the sync role may connect, not create a schema.
-        name = locked.rsplit("/", 1)[1]
+        name = database_name(locked)
         conn = connect(pg_server_url, autocommit=True)
         try:
             with conn.cursor() as cur:

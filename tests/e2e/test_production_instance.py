@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import dagster as dg
 import pytest
@@ -36,7 +35,7 @@ from dagster_services import BIN, free_port, launch_backfill, log_tail, process_
 from sync_harness import query_rows
 
 from gestimum_pipeline.crm.demo import load_demo_data
-from gestimum_pipeline.db import connect, create_database, drop_database
+from gestimum_pipeline.db import connect, connection_parameters, create_database, drop_database
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 from gestimum_pipeline.sync.state import StateStore
 
@@ -72,18 +71,17 @@ def pg_env(url: str) -> dict[str, str]:
     leaves DAGSTER_PG_HOST empty and names the socket directory in PGHOST, which libpq reads
     when the connection string has no host.
     """
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
+    params = connection_parameters(url)
+    host = params.get("host", "")
     env = {
-        "DAGSTER_PG_HOST": parts.hostname or "",
-        "DAGSTER_PG_PORT": query.get("port", [str(parts.port or 5432)])[0],
-        "DAGSTER_PG_DB": unquote(parts.path.lstrip("/")),
-        "DAGSTER_PG_USER": unquote(parts.username or ""),
-        "DAGSTER_PG_PASSWORD": unquote(parts.password or ""),
+        "DAGSTER_PG_HOST": "" if host.startswith("/") else host,
+        "DAGSTER_PG_PORT": params.get("port", "5432"),
+        "DAGSTER_PG_DB": params.get("dbname", ""),
+        "DAGSTER_PG_USER": params.get("user", ""),
+        "DAGSTER_PG_PASSWORD": params.get("password", ""),
     }
-    if "host" in query:
-        env["DAGSTER_PG_HOST"] = ""
-        env["PGHOST"] = query["host"][0]
+    if host.startswith("/"):
+        env["PGHOST"] = host
     return env
 
 

@@ -22,6 +22,7 @@ from invariants import CaseRecord, assert_no_secret, check_invariants, records, 
 from reliability import Deployment, deployment, execute, run_job, seed_standard
 
 from gestimum_pipeline.cli import main as cli
+from gestimum_pipeline.db import url_with
 from gestimum_pipeline.simulator.server import Fault
 from gestimum_pipeline.sync.state import StateStore
 
@@ -342,7 +343,7 @@ def test_the_installed_command_in_a_subprocess(in_doubt: Deployment) -> None:
     assert actions(dep)[0]["actor"] == getpass.getuser()
 
     # An unreachable state store: the setting is named, the password is not shown.
-    env["SYNC_STATE_DATABASE_URL"] = dep.state_url.replace("127.0.0.1:5432", "127.0.0.1:1")
+    env["SYNC_STATE_DATABASE_URL"] = url_with(dep.state_url, host="127.0.0.1", port=1)
     down = subprocess.run([exe, "rejections"], env=env, capture_output=True, text=True, timeout=60)
     assert down.returncode != 0
     assert "cannot connect to SYNC_STATE_DATABASE_URL" in down.stderr and ":***@127.0.0.1:1/" in down.stderr

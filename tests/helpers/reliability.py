@@ -23,11 +23,10 @@ from typing import Any
 
 import dagster as dg
 from dagster._serdes import serialize_value
-from sqlalchemy.engine import make_url
 from sync_harness import execute
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
-from gestimum_pipeline.db import connect, create_database, drop_database, with_database
+from gestimum_pipeline.db import connect, create_database, database_name, drop_database, url_with, with_database
 from gestimum_pipeline.defs.assets import PREFLIGHT_KEY, preflight_assets, sink_assets, source_assets, transform_assets
 from gestimum_pipeline.defs.checks import state_checks
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
@@ -70,7 +69,7 @@ def ensure_role(server_url: str) -> None:
 
 def as_role(url: str) -> str:
     """`url` connecting as the sync role, with its password in the URL."""
-    return make_url(url).set(username=ROLE, password=ROLE_PASSWORD).render_as_string(hide_password=False)
+    return url_with(url, username=ROLE, password=ROLE_PASSWORD)
 
 
 @contextlib.contextmanager
@@ -94,7 +93,7 @@ def role_database(server_url: str, prefix: str = "gp_rel") -> Iterator[str]:
 
 def admin_url_of(role_url: str, server_url: str) -> str:
     """The superuser URL of the same database (for fault injection the sync role may not do)."""
-    return with_database(server_url, make_url(role_url).database or "postgres")
+    return with_database(server_url, database_name(role_url))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from gestimum_pipeline.db import (
     DatabaseUnavailable,
     connect,
     create_database,
+    database_name,
     drop_database,
     make_engine,
     normalize_url,
@@ -161,7 +162,7 @@ def test_connect_returns_a_raw_connection(database_url: str) -> None:
         assert not conn.autocommit
         with conn.cursor() as cur:
             cur.execute("SELECT current_database()")
-            assert cur.fetchone()[0] == database_url.rsplit("/", 1)[1].split("?")[0]
+            assert cur.fetchone()[0] == database_name(database_url)
     finally:
         conn.close()
 
