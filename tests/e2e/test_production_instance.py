@@ -242,9 +242,6 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
             monkeypatch.setenv(name, value)
         instance = stack.enter_context(instance_from_yaml(PRODUCTION_YAML, home))
         daemon_log, webserver_log = tmp_path / "daemon.log", tmp_path / "webserver.log"
-        daemon = stack.enter_context(
-            process_group([str(BIN / "dagster-daemon"), "run"], cwd=home, env=env, log=daemon_log)
-        )
         webserver = stack.enter_context(
             process_group(
                 [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)],
@@ -261,6 +258,11 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
             location="gestimum_pipeline",
             partition_set="gestimum_sync_partition_set",
             partitions=[d.isoformat() for d in DAYS],
+        )
+        # The daemon starts now: its backfill loop runs at start and then every 30 s, so a
+        # daemon started earlier would leave the backfill waiting for its next turn.
+        daemon = stack.enter_context(
+            process_group([str(BIN / "dagster-daemon"), "run"], cwd=home, env=env, log=daemon_log)
         )
         backfill_runs = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
         launched_at = time.monotonic()
