@@ -11,7 +11,8 @@ sync run into that instance (gestimum_pipeline/demo.py's steps), then `dagster d
   reads: the asset graph, the imported and rejected counts of `gestimum/clients` (as the
   run recorded them), a rejected demo row as a failed check with its reason. Screenshots
   go to `GESTIMUM_SCREENSHOT_DIR` (README's pictures: `docs/images`), else a temp dir.
-  Without Chromium it skips, unless `GESTIMUM_REQUIRE_BROWSER=1` (CI) makes it fail.
+  Without Chromium it skips, saying so, except in CI (`CI` set, as CI services do) or with
+  `GESTIMUM_REQUIRE_BROWSER=1`, where a missing browser fails it.
 * The backfill test launches a backfill of days the demo did not cover through the
   webserver's GraphQL endpoint (the UI's "Launch backfill"), waits for it, and checks the
   days landed: materialized partitions, the state store, the simulator's holdings.
@@ -78,6 +79,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")  # Debian's, Ubuntu's, Google's
+# One module fixture (the deployment, `dagster dev`) for both tests: keep them on one worker.
+pytestmark = pytest.mark.xdist_group("dagster_ui")
 
 BACKFILL_STATUS = """
 query($id: String!) {
@@ -194,22 +198,41 @@ def _decimal_comma(value: Decimal) -> str:
 # --------------------------------------------------------------------------- the browser
 
 
+def _browser_required() -> str | None:
+    """Why a missing browser fails the test instead of skipping it, if it does."""
+    if os.environ.get("GESTIMUM_REQUIRE_BROWSER") == "1":
+        return "GESTIMUM_REQUIRE_BROWSER=1"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        return "in CI (CI is set)"
+    return None
+
+
+def _find_chromium() -> str | None:
+    configured = os.environ.get("GESTIMUM_CHROMIUM")
+    if configured:
+        return configured if os.path.isfile(configured) and os.access(configured, os.X_OK) else None
+    return next(filter(None, (shutil.which(n) for n in CHROMIUM_NAMES)), None)
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """The Chromium executable, or skip (fail in CI, where GESTIMUM_REQUIRE_BROWSER=1) saying why.
+    """The Chromium executable, or skip saying why (fail where a browser is required: CI).
     Module-scoped and requested first, so a skip does not set the deployment up for nothing."""
-    path = os.environ.get("GESTIMUM_CHROMIUM", "/usr/bin/chromium")
     problem = None
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         problem = 'the Playwright library is not installed (pip install -e ".[test]")'
-    if problem is None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        problem = f"no Chromium at {path} (apt-get install chromium, or set GESTIMUM_CHROMIUM)"
+    path = _find_chromium()
+    if problem is None and path is None:
+        where = os.environ.get("GESTIMUM_CHROMIUM") or f"{' or '.join(CHROMIUM_NAMES)} on PATH"
+        problem = f"no Chromium ({where}); apt-get install chromium, or set GESTIMUM_CHROMIUM"
     if problem is not None:
-        if os.environ.get("GESTIMUM_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"GESTIMUM_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
+        required = _browser_required()
+        if required:
+            pytest.fail(f"a browser is required ({required}) but {problem}")
+        pytest.skip(f"browser test skipped: {problem}")
+    assert path is not None
     return path
 
 
