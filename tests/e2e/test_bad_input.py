@@ -505,8 +505,8 @@ def _same(field: str, held: str, expected: str) -> bool:
 
 
 @pytest.fixture
-def dep(pg_server_url: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url) as d:
+def dep(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
+    with deployment(pg_server_url, template=sync_role_crm_template) as d:
         # A CRM behind views may hand NULLs where the reference tables forbid them.
         execute(
             d.crm_url,

@@ -52,15 +52,15 @@ MASTER_ENDPOINTS = ("comptes", "clients", "contacts", "references_clients_articl
 
 
 @pytest.fixture
-def dep(pg_server_url: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url) as d:
+def dep(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
+    with deployment(pg_server_url, template=sync_role_crm_template) as d:
         seed_standard(d.crm_url)
         yield d
 
 
 @pytest.fixture
-def dep_separate_state(pg_server_url: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url, separate_state=True) as d:
+def dep_separate_state(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
+    with deployment(pg_server_url, separate_state=True, template=sync_role_crm_template) as d:
         seed_standard(d.crm_url)
         yield d
 

@@ -30,9 +30,9 @@ ACTOR = "alice.operator"
 
 
 @pytest.fixture
-def synced(pg_server_url: str) -> Iterator[Deployment]:
+def synced(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
     """The standard CRM after one run: rejected (locally and by Gestimum) and held rows exist."""
-    with deployment(pg_server_url) as d:
+    with deployment(pg_server_url, template=sync_role_crm_template) as d:
         seed_standard(d.crm_url)
         run = run_job(d)
         assert run.success, run.failures
@@ -230,9 +230,9 @@ def test_interactive_confirmation(
 
 
 @pytest.fixture
-def in_doubt(pg_server_url: str) -> Iterator[Deployment]:
+def in_doubt(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
     """Movements 1-3 in delivery_unknown after a connection closed once Gestimum had imported them."""
-    with deployment(pg_server_url) as d:
+    with deployment(pg_server_url, template=sync_role_crm_template) as d:
         seed_standard(d.crm_url)
         d.simulator.add_fault(Fault("close_after_read", endpoint="documents_stock", process=True))
         run = run_job(d)

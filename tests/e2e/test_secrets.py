@@ -31,8 +31,8 @@ ALL_SECRETS = [GESTIMUM_PASSWORD, ROLE_PASSWORD, PROXY_PASSWORD, WRONG_PASSWORD]
 
 
 @pytest.fixture
-def dep(pg_server_url: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url) as d:
+def dep(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
+    with deployment(pg_server_url, template=sync_role_crm_template) as d:
         seed_standard(d.crm_url)
         yield d
 

@@ -73,6 +73,7 @@ def _seed_day(crm_url: str) -> None:
     )
 
 
+@pytest.mark.smoke  # the fast tier's end-to-end sync
 def test_sync_holds_crm_field_by_field(crm_url: str, simulator: GestimumSimulator) -> None:
     _seed_day(crm_url)
     run = run_sync(crm_url, simulator.url, partition=DAY)

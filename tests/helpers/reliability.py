@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 from dagster._serdes import serialize_value
+from databases import copy_database
 from sync_harness import execute
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
@@ -73,19 +74,25 @@ def as_role(url: str) -> str:
 
 
 @contextlib.contextmanager
-def role_database(server_url: str, prefix: str = "gp_rel") -> Iterator[str]:
-    """A fresh database owned by the sync role; yields its URL as that role (password included)."""
+def role_database(server_url: str, prefix: str = "gp_rel", *, template: str | None = None) -> Iterator[str]:
+    """A fresh database owned by the sync role (a copy of `template`, one made the same way, if
+    given); yields its URL as that role (password included)."""
     ensure_role(server_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin_url = create_database(server_url, name, setting="GESTIMUM_TEST_DATABASE_URL")
+    if template:
+        admin_url = copy_database(server_url, template, prefix, owner=ROLE)
+        name = database_name(admin_url)
+    else:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        admin_url = create_database(server_url, name, setting="GESTIMUM_TEST_DATABASE_URL")
     try:
-        conn = connect(admin_url, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'ALTER DATABASE "{name}" OWNER TO {ROLE}')
-                cur.execute(f"ALTER SCHEMA public OWNER TO {ROLE}")
-        finally:
-            conn.close()
+        if not template:
+            conn = connect(admin_url, autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f'ALTER DATABASE "{name}" OWNER TO {ROLE}')
+                    cur.execute(f"ALTER SCHEMA public OWNER TO {ROLE}")
+            finally:
+                conn.close()
         yield as_role(admin_url)
     finally:
         drop_database(server_url, name, setting="GESTIMUM_TEST_DATABASE_URL")
@@ -147,17 +154,21 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment(server_url: str, *, separate_state: bool = False, **config: Any) -> Iterator[Deployment]:
-    """A CRM (reference schema, empty), a state store (the CRM database unless `separate_state`),
-    and a started simulator whose company has a password."""
+def deployment(
+    server_url: str, *, separate_state: bool = False, template: str | None = None, **config: Any
+) -> Iterator[Deployment]:
+    """A CRM (reference schema, empty; a copy of `template`, conftest's sync_role_crm_template,
+    if given), a state store (the CRM database unless `separate_state`), and a started
+    simulator whose company has a password."""
     sim_config = SimulatorConfig(password=GESTIMUM_PASSWORD, items=ITEMS, warehouses=WAREHOUSES, **config)
     with contextlib.ExitStack() as stack:
-        crm_url = stack.enter_context(role_database(server_url))
-        conn = connect(crm_url)
-        try:
-            create_reference_schema(conn, "crm")
-        finally:
-            conn.close()
+        crm_url = stack.enter_context(role_database(server_url, template=template))
+        if not template:
+            conn = connect(crm_url)
+            try:
+                create_reference_schema(conn, "crm")
+            finally:
+                conn.close()
         state_url = stack.enter_context(role_database(server_url, "gp_state")) if separate_state else crm_url
         simulator = stack.enter_context(GestimumSimulator(sim_config))
         yield Deployment(crm_url=crm_url, state_url=state_url, server_url=server_url, simulator=simulator)
