@@ -284,13 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import psycopg2
 
+    from gestimum_pipeline.db import db_reason
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except psycopg2.Error as exc:
         # A server message (never the connection's password), without a traceback.
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise SystemExit(f"{args.command}: the state store failed: {reason}") from None
+        raise SystemExit(f"{args.command}: the state store failed: {db_reason(exc)}") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Both paths are exercised: run the suite once with the variable and once without;
 tests/integration/test_db.py also starts its own EmbeddedPostgres whatever the variable says.
 
 Every fixture yields a plain ``postgresql://`` URL (what users configure); open
-connections with ``gestimum_pipeline.db.connect`` or ``make_engine``.
+connections with ``gestimum_pipeline.db.connect`` or ``db_helpers.make_engine``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import psycopg2
 
 from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.crm.queries import count_window
-from gestimum_pipeline.db import DatabaseUnavailable, validate_identifier
+from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
 from gestimum_pipeline.defs.preflight import run_preflight
 from gestimum_pipeline.defs.resources import (
@@ -38,7 +38,6 @@ from gestimum_pipeline.sync.engine import (
     StateStoreFailure,
     SyncError,
     Window,
-    db_reason,
     send_endpoint,
     stage_endpoint,
     statistics_problems,

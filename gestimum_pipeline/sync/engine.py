@@ -29,7 +29,7 @@ import psycopg2
 import psycopg2.extensions
 
 from gestimum_pipeline.crm.queries import stream_window, window_signature
-from gestimum_pipeline.db import DatabaseUnavailable
+from gestimum_pipeline.db import DatabaseUnavailable, db_reason
 from gestimum_pipeline.gestimum.batching import batched
 from gestimum_pipeline.gestimum.catalog import Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
@@ -89,11 +89,6 @@ class SourceReadError(SyncError):
 
 class StateStoreFailure(SyncError):
     """The state store failed mid-step; the message says where each row stands."""
-
-
-def db_reason(exc: BaseException) -> str:
-    """One line from a driver error (server messages never hold the connection's password)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from gestimum_pipeline.db import connect, validate_identifier
+from gestimum_pipeline.db import connect, db_reason, validate_identifier
 from gestimum_pipeline.sync.mapping import MappedRow
 
 DEFAULT_SCHEMA = "gestimum_sync"
@@ -941,7 +941,7 @@ class _OutcomeWriter:
                     if self._error is None:
                         self._error = OutcomesNotRecorded(
                             f"recording the outcomes of an earlier {job[0]} request failed "
-                            f"({' '.join(str(exc).split()) or type(exc).__name__}); its rows stay in flight "
+                            f"({db_reason(exc)}); its rows stay in flight "
                             "and are re-sent by the next run"
                         )
                 except BaseException as exc:

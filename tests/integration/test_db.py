@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 import pytest
+from db_helpers import make_engine, quote_ident
 
 from gestimum_pipeline.db import (
     APPLICATION_NAME,
@@ -17,15 +18,13 @@ from gestimum_pipeline.db import (
     connect,
     create_database,
     drop_database,
-    make_engine,
     normalize_url,
     psycopg2_dsn,
-    quote_ident,
-    redact_url,
     validate_identifier,
     with_database,
 )
 from gestimum_pipeline.embedded import EmbeddedPostgres, default_data_dir
+from gestimum_pipeline.redaction import redact_url
 
 SECRET = "s3cr3t-P4ss"
 
