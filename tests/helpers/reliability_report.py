@@ -1,7 +1,8 @@
 """Prints the reliability tables (docs/reliability.md) from the cases the tests recorded.
 
     GESTIMUM_RELIABILITY_REPORT=/tmp/cases.jsonl python -m pytest tests/e2e/test_faults.py \\
-        tests/e2e/test_bad_input.py tests/e2e/test_quarantine_cli.py tests/e2e/test_secrets.py tests/e2e/test_preflight.py
+        tests/e2e/test_bad_input.py tests/e2e/test_quarantine_cli.py tests/e2e/test_secrets.py \\
+        tests/e2e/test_preflight.py
     python tests/helpers/reliability_report.py /tmp/cases.jsonl > /tmp/tables.md
 """
 
