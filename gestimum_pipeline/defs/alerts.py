@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from gestimum_pipeline.defs.settings import env_str
+from gestimum_pipeline.defs.settings import ALERT_WEBHOOK_ENV, UI_URL_ENV, Settings
 from gestimum_pipeline.notify.webhook import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
@@ -28,8 +28,6 @@ from gestimum_pipeline.notify.webhook import (
 )
 from gestimum_pipeline.redaction import url_secrets
 
-ALERT_WEBHOOK_ENV = "GESTIMUM_ALERT_WEBHOOK_URL"
-UI_URL_ENV = "GESTIMUM_UI_URL"
 ALERTS_OFF = f"Alerts are off: set {ALERT_WEBHOOK_ENV} to a Slack-compatible webhook URL to turn them on"
 # The first segment of every asset key of this project; other code locations' checks are not ours to report.
 PROJECT_ASSET_ROOTS = frozenset({"gestimum", "crm", "transform", "sync"})
@@ -75,13 +73,13 @@ class AlertWebhook(dg.ConfigurableResource):
         return [s for s in secrets if len(s) >= _MIN_SECRET_LENGTH]
 
 
-def build_alert_webhook() -> AlertWebhook:
-    """The resource, from the environment: an `EnvVar` when the webhook is configured, else disabled."""
+def build_alert_webhook(settings: Settings | None = None) -> AlertWebhook:
+    """The resource: an `EnvVar` when the webhook is configured, else disabled (default: settings from the env)."""
+    settings = settings or Settings.from_env()
     # EnvVar fails on an unset variable, so whether to use it is decided at load time.
-    configured = bool(os.environ.get(ALERT_WEBHOOK_ENV, "").strip())
     return AlertWebhook(
-        url=dg.EnvVar(ALERT_WEBHOOK_ENV) if configured else "",
-        ui_url=env_str(UI_URL_ENV, ""),
+        url=dg.EnvVar(ALERT_WEBHOOK_ENV) if settings.alert_webhook_configured else "",
+        ui_url=settings.ui_url,
     )
 
 
