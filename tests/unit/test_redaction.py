@@ -19,6 +19,7 @@ SECRET = "s3cr3t-P4ss"
         (f"postgresql+psycopg2://u:{SECRET}@h/db?sslmode=require", "postgresql+psycopg2://u:***@h/db?sslmode=require"),
         (f"https://u:{SECRET}@gestimum.example/api", "https://u:***@gestimum.example/api"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://h/db?host=/tmp/x", "postgresql://h/db?host=/tmp/x"),
         ("postgresql://postgres:@/postgres?host=/tmp/x", "postgresql://postgres:@/postgres?host=/tmp/x"),
         (f"postgresql://u@h/db?password={SECRET}&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
         (f"host=h password={SECRET} dbname=db", "host=h password=*** dbname=db"),
@@ -33,6 +34,7 @@ def test_redact_url_shapes(url: str, expected: str) -> None:
 @pytest.mark.parametrize(
     "url",
     [
+        f"postgresql://u:{SECRET}@h/db",
         f"postgresql://u:{SECRET}@@h/db",  # unencoded @ in the password
         f"postgresql://u:{SECRET}/x@h/db",  # unencoded / in the password
         f"postgresql://u:a@{SECRET}@h/db",  # @ inside the password, before the secret part
