@@ -11,12 +11,16 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from gestimum_pipeline.defs.partitions import daily_partitions
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
 from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.envelope import CompanySettings, LineFormat
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
 
 # The order the Dagster job runs the sinks in (parents first).
-ENDPOINT_ORDER = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
+ENDPOINT_ORDER = ENDPOINTS.names
+# The default settings' daily partitions (Europe/Paris), as the pipeline runs them.
+PARTITIONS = daily_partitions(Settings())
 COMPANY = CompanySettings("BENCH.Gestimum", "BENCH", "")
 LOOKBACK = timedelta(minutes=180)
 DATA_START = date(2024, 1, 1)
@@ -39,8 +43,8 @@ class Setup:
     def window(self) -> tuple[datetime, datetime]:
         """The time window the pipeline reads for that range (look-back included)."""
         first, last = self.partition_range
-        start = daily_partitions.time_window_for_partition_key(first).start
-        end = daily_partitions.time_window_for_partition_key(last).end
+        start = PARTITIONS.time_window_for_partition_key(first).start
+        end = PARTITIONS.time_window_for_partition_key(last).end
         return start - LOOKBACK, end
 
     def client(self) -> GestimumClient:

@@ -26,15 +26,14 @@ from gestimum_pipeline.db import normalize_url
 from gestimum_pipeline.gestimum.batching import batched
 from gestimum_pipeline.gestimum.catalog import endpoint as catalog_endpoint
 from gestimum_pipeline.gestimum.envelope import LineFormat, body_overhead
-from gestimum_pipeline.sync.engine import SOURCE_ORDER, SOURCES
-from gestimum_pipeline.sync.mapping import mapper_for
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
 
 
 def run(setup: Setup) -> dict[str, Any]:
     start, end = setup.window()
     encoder = LineFormat().encoder()
     client = setup.client()
-    mappers = {name: mapper_for(name, encoder) for name in ENDPOINT_ORDER}
+    mappers = {name: ENDPOINTS.get(name).make_mapper(encoder) for name in ENDPOINT_ORDER}
     counts: dict[str, dict[str, int]] = {name: {"rows": 0, "lines_sent": 0, "requests": 0} for name in ENDPOINT_ORDER}
 
     @dlt.destination(
@@ -48,7 +47,7 @@ def run(setup: Setup) -> dict[str, Any]:
         name = table["name"]
         endpoint = catalog_endpoint(name)
         mapper = mappers[name]
-        rel = contract.relation(SOURCES[name])
+        rel = contract.relation(ENDPOINTS.get(name).relation)
         columns = [items.column(c).to_pylist() for c in rel.columns]
         mapped = [mapper.map(row) for row in zip(*columns, strict=True)]
         counts[name]["rows"] += len(mapped)
@@ -63,11 +62,12 @@ def run(setup: Setup) -> dict[str, Any]:
                 counts[name]["requests"] += 1
 
     def order_stock(query: Any, table: Any) -> Any:
-        return query.order_by(None).order_by(*(table.c[c] for c in SOURCE_ORDER["stock_movements"]))
+        order_by = ENDPOINTS.get("documents_stock").order_by or ()
+        return query.order_by(None).order_by(*(table.c[c] for c in order_by))
 
     resources = []
     for name in ENDPOINT_ORDER:
-        rel = contract.relation(SOURCES[name])
+        rel = contract.relation(ENDPOINTS.get(name).relation)
         resources.append(
             sql_table(
                 credentials=normalize_url(setup.crm_url),  # names psycopg2 (SQLAlchemy 2.1 defaults to psycopg 3)

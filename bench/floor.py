@@ -24,8 +24,8 @@ from gestimum_pipeline.db import connect
 from gestimum_pipeline.gestimum.batching import batched, line_cost, minimum_requests
 from gestimum_pipeline.gestimum.catalog import endpoint as catalog_endpoint
 from gestimum_pipeline.gestimum.envelope import LineFormat, body_overhead
-from gestimum_pipeline.sync.engine import SOURCE_ORDER, SOURCES
-from gestimum_pipeline.sync.mapping import MappedRow, Mapper, mapper_for
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
+from gestimum_pipeline.sync.mapping import MappedRow, Mapper
 
 _UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\", "b": "\b", "f": "\f", "v": "\v"}
 _COPY_CHUNK = 5000
@@ -48,10 +48,12 @@ def _value(text: str) -> str | None:
     return "".join(out)
 
 
-def copy_rows(crm_url: str, relation: str, start: Any, end: Any) -> Iterator[tuple[str | None, ...]]:
+def copy_rows(
+    crm_url: str, relation: str, start: Any, end: Any, order_by: tuple[str, ...] | None = None
+) -> Iterator[tuple[str | None, ...]]:
     """Rows of the window through COPY TO STDOUT, parsed from text, streamed by a reader thread."""
     rel = contract.relation(relation)
-    order = SOURCE_ORDER.get(relation) or rel.key_columns
+    order = order_by or rel.key_columns
     order = tuple(order) + tuple(c for c in rel.key_columns if c not in order)
     chunks: queue.Queue[list[bytes] | BaseException | None] = queue.Queue(maxsize=8)
 
@@ -117,14 +119,15 @@ def run(setup: Setup) -> dict[str, Any]:
     with setup.client() as client:
         for name in ENDPOINT_ORDER:
             endpoint = catalog_endpoint(name)
-            mapper = mapper_for(name, encoder)
+            spec = ENDPOINTS.get(name)
+            mapper = spec.make_mapper(encoder)
             overhead = body_overhead(endpoint, client.company, fmt=client.fmt)  # as send_endpoint sizes requests
             timer = Timer()
             rows = lines = requests = 0
             group_sizes: dict[str, list[int]] = {}  # group -> [lines, bytes], for the minimum
 
             counter = [0]
-            rows_in = copy_rows(setup.crm_url, SOURCES[name], start, end)
+            rows_in = copy_rows(setup.crm_url, spec.relation, start, end, spec.order_by)
             for group, items in groupby(_mapped(rows_in, mapper, counter), key=lambda m: m.group_key):
                 size = group_sizes.setdefault(group, [0, 0])
                 for batch in batched(

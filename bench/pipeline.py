@@ -13,20 +13,19 @@ from typing import Any
 import dagster as dg
 
 from bench.common import ENDPOINT_ORDER, Setup, Timer, emit
-from gestimum_pipeline.defs.assets import sink_assets, source_assets, transform_assets
-from gestimum_pipeline.defs.checks import state_checks
+from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
-from gestimum_pipeline.defs.schedules import sync_job
+from gestimum_pipeline.defs.settings import Settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def definitions(setup: Setup) -> dg.Definitions:
-    return dg.Definitions(
-        assets=[*source_assets, *transform_assets, *sink_assets],
-        asset_checks=state_checks,
-        jobs=[sync_job],
+    # The production graph, without the preflight (one access request, not the sync's cost).
+    return build_definitions(
+        Settings(),
+        without_preflight=True,
         resources={
             "crm": CrmDatabase(url=setup.crm_url),
             "gestimum": GestimumApi(

@@ -9,7 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gestimum_pipeline.sync.endpoints import EndpointRegistry
 
 STATE_URL_HELP = "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL)"
 
@@ -32,7 +35,7 @@ def _open_state(args: argparse.Namespace) -> Any:
 
     url, setting = _state_url(args)
     try:
-        store = StateStore(url, args.schema, setting=setting)
+        store = StateStore(url, args.schema, setting=setting, endpoints=args.endpoints)
         store.migrate()
     except (DatabaseUnavailable, ValueError) as exc:
         raise SystemExit(str(exc)) from None
@@ -82,17 +85,16 @@ def _jsonable(value: Any) -> Any:
 _LIST_COLUMNS = ("endpoint", "source_key", "status", "attempts", "updated_at", "reason")
 
 
-def _check_endpoint(name: str | None) -> None:
-    from gestimum_pipeline.gestimum.catalog import ENDPOINTS
-
-    if name is not None and name not in ENDPOINTS:
-        raise SystemExit(f"unknown endpoint {name!r}; one of {', '.join(ENDPOINTS)}")
+def _check_endpoint(args: argparse.Namespace) -> None:
+    registry: EndpointRegistry = args.endpoints
+    if args.endpoint is not None and args.endpoint not in registry:
+        raise SystemExit(f"unknown endpoint {args.endpoint!r}; one of {', '.join(registry.names)}")
 
 
 def _cmd_rejections(args: argparse.Namespace) -> int:
     from gestimum_pipeline.sync.state import STATUSES
 
-    _check_endpoint(args.endpoint)
+    _check_endpoint(args)
     unknown = sorted(set(args.status or ()) - set(STATUSES))
     if unknown:
         raise SystemExit(f"unknown status {', '.join(unknown)}; one of {', '.join(STATUSES)}")
@@ -147,7 +149,7 @@ def _apply(
     needs_line: bool = False,
     **kw: Any,
 ) -> int:
-    _check_endpoint(args.endpoint)
+    _check_endpoint(args)
     if not args.actor.strip():
         raise SystemExit("who is acting? pass --actor NAME (it is recorded with the action)")
     _confirm(args, f"{action} {len(args.keys)} {args.endpoint} rows")
@@ -188,7 +190,11 @@ def _cmd_ignore(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
-    args.endpoint = "documents_stock"
+    # Only endpoints whose requests create documents leave rows whose delivery is unknown.
+    documents = [spec.name for spec in args.endpoints if spec.creates_documents]
+    if not documents:
+        raise SystemExit("no endpoint creates documents: nothing to reconcile")
+    args.endpoint = documents[0]
     if args.delivered:
         if not (args.document or "").strip():
             raise SystemExit("--delivered needs --document: the Gestimum document these movements became")
@@ -215,9 +221,15 @@ def _cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.ArgumentParser:
+    """The command line; `endpoints` (default: the registry) are the endpoints the quarantine tools know."""
+    from gestimum_pipeline.sync.endpoints import ENDPOINTS
+
+    registry = ENDPOINTS if endpoints is None else endpoints
     parser = argparse.ArgumentParser(prog="gestimum-pipeline", description=__doc__)
+    parser.set_defaults(endpoints=registry)
     sub = parser.add_subparsers(dest="command", required=True)
+    endpoint_help = f"one of {', '.join(registry.names)}"
 
     demo = sub.add_parser("demo", help="run the whole sync on an embedded PostgreSQL and the simulator")
     demo.add_argument("--home", help="where the embedded PostgreSQL and DAGSTER_HOME live")
@@ -238,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rej = sub.add_parser("rejections", help="list rejected, held and undelivered rows")
     state_args(rej)
-    rej.add_argument("--endpoint")
+    rej.add_argument("--endpoint", help=endpoint_help)
     rej.add_argument(
         "--status", action="append", help="rejected, held, delivery_unknown, pending, ignored… (repeatable)"
     )
@@ -251,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     def action_args(p: argparse.ArgumentParser, with_endpoint: bool = True) -> None:
         state_args(p)
         if with_endpoint:
-            p.add_argument("--endpoint", required=True)
+            p.add_argument("--endpoint", required=True, help=endpoint_help)
         p.add_argument("keys", nargs="+", help="source keys (see `rejections`)")
         p.add_argument("--actor", default=_default_actor(), help="who is acting (recorded; default: the OS user)")
         p.add_argument("--yes", action="store_true", help="confirm without prompting")
@@ -281,16 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, endpoints: EndpointRegistry | None = None) -> int:
     import psycopg2
 
-    args = build_parser().parse_args(argv)
+    from gestimum_pipeline.db import db_reason
+
+    args = build_parser(endpoints).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except psycopg2.Error as exc:
         # A server message (never the connection's password), without a traceback.
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise SystemExit(f"{args.command}: the state store failed: {reason}") from None
+        raise SystemExit(f"{args.command}: the state store failed: {db_reason(exc)}") from None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Database URLs, engines, raw connections and identifiers, in one place.
+"""Database URLs, raw connections and identifiers, in one place.
 
 Users configure plain libpq-style URLs (``postgresql://user:pw@host:5432/db``, or
 the unix-socket form ``postgresql://user@/db?host=/run/postgresql`` that the
@@ -7,8 +7,8 @@ psycopg 3, which we do not ship, so every URL goes through :func:`normalize_url`
 and explicitly names psycopg2. Bulk reads and COPY use raw psycopg2 connections
 (:func:`connect`), for server-side cursors.
 
-Nothing here ever puts a password in an exception message or a log line: use
-:func:`redact_url` for anything shown to a human.
+Nothing here ever puts a password in an exception message or a log line
+(gestimum_pipeline/redaction.py hides it).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-import sqlalchemy
 from psycopg2 import sql
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from gestimum_pipeline.redaction import redact, redact_url
 
 APPLICATION_NAME = "gestimum-pipeline"
 DEFAULT_DRIVER = "psycopg2"
@@ -31,14 +32,6 @@ DEFAULT_CONNECT_TIMEOUT = 10  # seconds; a wrong host must fail fast, not hang a
 
 _POSTGRES_NAMES = ("postgresql", "postgres")
 _IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-# `scheme://user:PASSWORD@rest`: the password runs up to the *last* `@`, so a
-# password holding an unencoded `@` or `/` is still hidden (over-hiding is harmless).
-_URL_PASSWORD_RE = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)(?P<password>.*)@(?P<tail>[^@]*)$")
-# `password=...` as a URL query parameter or a libpq keyword (`key=value key2='v a'`).
-_PARAM_PASSWORD_RE = re.compile(
-    r"(?P<key>(?:^|[?&\s])password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE
-)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -52,17 +45,6 @@ class DatabaseUnavailable(RuntimeError):
 
 
 # --------------------------------------------------------------------------- URLs
-
-
-def redact_url(url: str) -> str:
-    """Return `url` with any password replaced by ``***``; safe on malformed input too."""
-    if not isinstance(url, str):
-        return "<not a string>"
-    redacted = url
-    match = _URL_PASSWORD_RE.match(redacted)
-    if match and match.group("password"):
-        redacted = f"{match.group('head')}***@{match.group('tail')}"
-    return _PARAM_PASSWORD_RE.sub(lambda m: f"{m.group('key')}***" if m.group("value") else m.group(0), redacted)
 
 
 def _parse(url: str, setting: str) -> URL:
@@ -179,29 +161,12 @@ def psycopg2_dsn(url: str, *, setting: str = "database URL") -> str:
     return psycopg2.extensions.make_dsn(**params)
 
 
-def make_engine(url: str, *, setting: str = "database URL", **kwargs: Any) -> sqlalchemy.Engine:
-    """Create a SQLAlchemy engine on psycopg2, with pre-ping and our application_name.
+def db_reason(exc: BaseException, password: str | None = None) -> str:
+    """One line from a driver error; a password the error may echo (connecting) is scrubbed.
 
-    Extra keyword arguments go to :func:`sqlalchemy.create_engine`; ``connect_args``
-    are merged with ours (yours win).
+    Server messages after connecting never hold the connection's password.
     """
-    normalized = _normalized(url, setting)
-    connect_args: dict[str, Any] = {}
-    if "application_name" not in normalized.query:
-        connect_args["application_name"] = APPLICATION_NAME
-    if "connect_timeout" not in normalized.query:
-        connect_args["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
-    connect_args.update(kwargs.pop("connect_args", {}))
-    kwargs.setdefault("pool_pre_ping", True)  # connections die across long idle gaps between runs
-    return sqlalchemy.create_engine(normalized, connect_args=connect_args, **kwargs)
-
-
-def _reason(exc: BaseException, password: object) -> str:
-    """One line from a driver error, with the password scrubbed in case it was echoed."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(password, str) and password:
-        text = text.replace(password, "***")
-    return text
+    return redact(" ".join(str(exc).split()) or type(exc).__name__, [password])
 
 
 def connect(
@@ -221,8 +186,9 @@ def connect(
     except psycopg2.Error as exc:
         parsed = _parse(url, setting)
         password = parsed.password or parsed.query.get("password")
+        password = password if isinstance(password, str) else None
         # `from None`: the driver exception adds nothing the reason lacks.
-        raise DatabaseUnavailable(setting, url, _reason(exc, password)) from None
+        raise DatabaseUnavailable(setting, url, db_reason(exc, password)) from None
     conn.autocommit = autocommit
     return conn
 
@@ -286,8 +252,3 @@ def validate_identifier(name: str, what: str) -> str:
 def ident(name: str, what: str) -> sql.Identifier:
     """A validated identifier ready for :mod:`psycopg2.sql` composition."""
     return sql.Identifier(validate_identifier(name, what))
-
-
-def quote_ident(name: str, what: str) -> str:
-    """Return the validated identifier double-quoted, for SQL built without psycopg2.sql."""
-    return '"' + validate_identifier(name, what).replace('"', '""') + '"'

@@ -57,12 +57,14 @@ def run_demo(
 ) -> dict[str, EndpointSummary]:
     """Runs the demo end to end and returns the per-endpoint summary it printed."""
     # Imported here: the CLI's other commands should not pay for these imports.
-    from gestimum_pipeline.db import connect, redact_url, with_database
+    from gestimum_pipeline.db import connect, with_database
+    from gestimum_pipeline.defs.settings import Settings
     from gestimum_pipeline.embedded import EmbeddedPostgres
+    from gestimum_pipeline.redaction import redact_url
 
     home = home or default_home()
     home.mkdir(parents=True, exist_ok=True)
-    timezone = os.environ.get("GESTIMUM_SYNC_TIMEZONE", "Europe/Paris")
+    timezone = Settings.from_env().timezone
     today = datetime.now(ZoneInfo(timezone)).date()
     day_list = demo_days(today, days)
 
@@ -179,6 +181,8 @@ def sync_environment(
 
 def run_sync(env: dict[str, str], day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
     """Runs the `gestimum_sync` job over `day_list` in one run with `env` set, then restores the environment."""
+    # The settings come from `env`; the environment is still set for the run, as in production:
+    # Dagster resolves the secrets (EnvVar) and finds DAGSTER_HOME there.
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -196,13 +200,13 @@ def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSumma
 
     import dagster as dg
 
+    from gestimum_pipeline.defs.build import build_definitions
+    from gestimum_pipeline.defs.resources import SyncStateDatabase
+    from gestimum_pipeline.defs.settings import Settings
+
     # The demo prints a summary; our deliberate use of beta APIs (backfill policy) is not news there.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
-    # Imported after the environment is set: partitions and resources read it at load time.
-    from gestimum_pipeline.definitions import defs
-    from gestimum_pipeline.defs.resources import SyncStateDatabase
-
+    defs = build_definitions(Settings.from_env())
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("gestimum_sync")
     first, last = day_list[0].isoformat(), day_list[-1].isoformat()
@@ -252,7 +256,9 @@ def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSumma
 
 
 def _print_summary(summary: dict[str, EndpointSummary], out: TextIO) -> None:
-    order = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
+    from gestimum_pipeline.sync.endpoints import ENDPOINTS
+
+    order = ENDPOINTS.names
     headers = ("endpoint", "rows read", "rejected locally", "sent", "imported", "rejected", "held", "requests", "docs")
     rows = [
         (

@@ -16,7 +16,8 @@ browser. Every e2e test is marked ``slow`` except the one marked ``smoke``, so
 ``python -m pytest -m "not slow"`` is the fast tier.
 
 Every fixture yields a plain ``postgresql://`` URL (what users configure); take URLs apart
-with ``gestimum_pipeline.db`` (``with_database``, ``database_name``, ``url_with``).
+with ``gestimum_pipeline.db`` (``with_database``, ``database_name``, ``url_with``); open
+connections with ``gestimum_pipeline.db.connect``.
 """
 
 from __future__ import annotations

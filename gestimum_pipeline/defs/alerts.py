@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from pydantic import Field
 
-from gestimum_pipeline.alerts import (
+from gestimum_pipeline.defs.settings import ALERT_WEBHOOK_ENV, UI_URL_ENV, Settings
+from gestimum_pipeline.notify.webhook import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
     WebhookNotifier,
@@ -26,11 +26,8 @@ from gestimum_pipeline.alerts import (
     run_failure_payload,
     webhook_secrets,
 )
-from gestimum_pipeline.defs.settings import env_str
-from gestimum_pipeline.gestimum.errors import url_secrets
+from gestimum_pipeline.redaction import url_secrets
 
-ALERT_WEBHOOK_ENV = "GESTIMUM_ALERT_WEBHOOK_URL"
-UI_URL_ENV = "GESTIMUM_UI_URL"
 ALERTS_OFF = f"Alerts are off: set {ALERT_WEBHOOK_ENV} to a Slack-compatible webhook URL to turn them on"
 # The first segment of every asset key of this project; other code locations' checks are not ours to report.
 PROJECT_ASSET_ROOTS = frozenset({"gestimum", "crm", "transform", "sync"})
@@ -41,7 +38,6 @@ RUN_END_EVENTS = (
     dg.DagsterEventType.RUN_CANCELED,
 )
 HISTORY_LOOKBACK = 20  # evaluations of one check read to find the run before this one
-COMPLETED_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 RUNS_PER_TICK = 50  # bounds one tick after a long outage; the next tick continues from the cursor
 # Settings whose values may be quoted by an upstream error; redacted from messages on top of URL passwords.
 _SECRET_URL_SETTINGS = ("CRM_DATABASE_URL", "SYNC_STATE_DATABASE_URL", "GESTIMUM_URL")
@@ -77,13 +73,13 @@ class AlertWebhook(dg.ConfigurableResource):
         return [s for s in secrets if len(s) >= _MIN_SECRET_LENGTH]
 
 
-def build_alert_webhook() -> AlertWebhook:
-    """The resource, from the environment: an `EnvVar` when the webhook is configured, else disabled."""
+def build_alert_webhook(settings: Settings | None = None) -> AlertWebhook:
+    """The resource: an `EnvVar` when the webhook is configured, else disabled (default: settings from the env)."""
+    settings = settings or Settings.from_env()
     # EnvVar fails on an unset variable, so whether to use it is decided at load time.
-    configured = bool(os.environ.get(ALERT_WEBHOOK_ENV, "").strip())
     return AlertWebhook(
-        url=dg.EnvVar(ALERT_WEBHOOK_ENV) if configured else "",
-        ui_url=env_str(UI_URL_ENV, ""),
+        url=dg.EnvVar(ALERT_WEBHOOK_ENV) if settings.alert_webhook_configured else "",
+        ui_url=settings.ui_url,
     )
 
 
@@ -180,26 +176,24 @@ def still_failing_the_same_way(instance: dg.DagsterInstance, evaluation: dg.Asse
     An hourly schedule re-evaluates a standing rejection every hour; the team is told when a
     check starts failing or its findings change (new rows, other reasons), not at every run.
     """
-    history = instance.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name),
-        limit=HISTORY_LOOKBACK,
-        status=COMPLETED_STATUSES,
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(evaluation.asset_key, evaluation.check_name), limit=HISTORY_LOOKBACK
     )
-    runs = [record.run_id for record in history]
+    # Completed evaluations only (a planned one of a run in progress has no verdict yet).
+    history = [(r.run_id, data) for r in records if isinstance(data := _evaluation(r), dg.AssetCheckEvaluation)]
+    runs = [r for r, _ in history]
     if run_id not in runs:  # the history moved on past this run (a busy instance): report, don't guess
         return False
-    for record in history[runs.index(run_id) + 1 :]:
-        if record.run_id == run_id:
+    for previous_run, previous in history[runs.index(run_id) + 1 :]:
+        if previous_run == run_id:
             continue
-        previous = (
-            record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-        )
-        return (
-            isinstance(previous, dg.AssetCheckEvaluation)
-            and not previous.passed
-            and previous.description == evaluation.description
-        )
+        return not previous.passed and previous.description == evaluation.description
     return False
+
+
+def _evaluation(record: Any) -> object:
+    event = record.event.dagster_event if record.event else None
+    return event.event_specific_data if event else None
 
 
 def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck]:

@@ -6,10 +6,10 @@ stream the staged lines to Gestimum. Every step is bounded in memory, and every 
 whereabouts is durable in the state store between steps.
 """
 
-import os
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 from urllib.parse import unquote
 
 import dagster as dg
@@ -17,7 +17,7 @@ import psycopg2
 
 from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.crm.queries import count_window
-from gestimum_pipeline.db import DatabaseUnavailable, validate_identifier
+from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
 from gestimum_pipeline.defs.preflight import run_preflight
 from gestimum_pipeline.defs.resources import (
@@ -27,41 +27,45 @@ from gestimum_pipeline.defs.resources import (
     SyncOptions,
     SyncStateDatabase,
 )
-from gestimum_pipeline.defs.settings import MAX_LAG_MINUTES
-from gestimum_pipeline.gestimum import catalog
+from gestimum_pipeline.defs.schedules import PREFLIGHT_KEY
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.gestimum.errors import GestimumError
+from gestimum_pipeline.sync.endpoints import EndpointRegistry, EndpointSpec
 from gestimum_pipeline.sync.engine import (
-    SOURCES,
     DeliveryUnknownError,
     SendReport,
     StageReport,
     StateStoreFailure,
     SyncError,
     Window,
-    db_reason,
     send_endpoint,
     stage_endpoint,
     statistics_problems,
     unaccountable_answer,
 )
-from gestimum_pipeline.sync.mapping import mapper_for
-from gestimum_pipeline.sync.state import PARENTS, STOCK_ENDPOINT
 
 OWNERS = ["team:data-engineering"]
-# Sinks share the pool of their company file: with the instance's pool limit of 1
-# (dagster.yaml), one sink at a time writes to a company file, across all runs.
-GESTIMUM_POOL = "gestimum_" + re.sub(r"[^A-Za-z0-9_]", "_", os.environ.get("GESTIMUM_FICHIER", "").strip() or "default")
-RELATIONS = ("customers", "contacts", "stock_movements", "customer_item_references")
-# Gestimum may lag the CRM by MAX_LAG_MINUTES (GESTIMUM_MAX_LAG_MINUTES): a sink not materialized
-# for that long fails its freshness policy, and warns at two thirds of it.
-SINK_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=timedelta(minutes=MAX_LAG_MINUTES), warn_window=timedelta(minutes=MAX_LAG_MINUTES * 2 / 3)
-)
 SOURCE_CONTRACT_CHECK = "source_contract"
 STATISTICS_CHECK = "statistics_consistent"
 
 
-PREFLIGHT_KEY = dg.AssetKey(["sync", "preflight"])
+def gestimum_pool(company_file: str) -> str:
+    """Sinks share the pool of their company file: with the instance's pool limit of 1
+    (dagster.yaml), one sink at a time writes to a company file, across all runs."""
+    return "gestimum_" + re.sub(r"[^A-Za-z0-9_]", "_", company_file.strip() or "default")
+
+
+def sink_freshness(max_lag_minutes: float) -> dg.FreshnessPolicy:
+    """Gestimum may lag the CRM by `max_lag_minutes` (GESTIMUM_MAX_LAG_MINUTES): a sink not
+    materialized for that long fails its freshness policy, and warns at two thirds of it."""
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=max_lag_minutes), warn_window=timedelta(minutes=max_lag_minutes * 2 / 3)
+    )
+
+
+def _partitioned(partitions: dg.PartitionsDefinition) -> dict[str, Any]:
+    """What every asset of the sync shares: owners, daily partitions, one run per backfill."""
+    return {"owners": OWNERS, "partitions_def": partitions, "backfill_policy": backfill_policy}
 
 
 def source_key(relation: str) -> dg.AssetKey:
@@ -90,55 +94,54 @@ def _fail(what: str, exc: Exception) -> dg.Failure:
     return dg.Failure(description=f"{what}: {exc}")
 
 
-@dg.asset(
-    key=PREFLIGHT_KEY,
-    group_name="sync",
-    kinds={"python"},
-    owners=OWNERS,
-    partitions_def=daily_partitions,
-    backfill_policy=backfill_policy,
-    description="Checks every setting and reaches the CRM (source contract), the state store and Gestimum "
-    "(an empty Comptes import in test mode: credentials and company file, nothing stored) before any data "
-    "moves. When it fails, the run stops here with each problem and the setting to fix.",
-)
-def preflight(
-    context: dg.AssetExecutionContext,
-    crm: CrmDatabase,
-    gestimum: GestimumApi,
-    sync_state: SyncStateDatabase,
-    sync_options: SyncOptions,
-) -> dg.MaterializeResult:
-    report = run_preflight(crm, gestimum, sync_state, sync_options, context.log)
-    if not report.ok:
-        raise ConfigurationError(description=report.failure_message())
-    context.log.info(
-        "preflight passed in %.3fs (CRM %.3fs, state store %.3fs, Gestimum %.3fs)",
-        sum(report.seconds.values()),
-        report.seconds["crm"],
-        report.seconds["state_store"],
-        report.seconds["gestimum"],
+def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=PREFLIGHT_KEY,
+        group_name="sync",
+        kinds={"python"},
+        **_partitioned(partitions),
+        description="Checks every setting and reaches the CRM (source contract), the state store and Gestimum "
+        "(an empty Comptes import in test mode: credentials and company file, nothing stored) before any data "
+        "moves. When it fails, the run stops here with each problem and the setting to fix.",
     )
-    return dg.MaterializeResult(
-        metadata={
-            "crm_check_seconds": round(report.seconds["crm"], 3),
-            "state_store_check_seconds": round(report.seconds["state_store"], 3),
-            "gestimum_check_seconds": round(report.seconds["gestimum"], 3),
-            "gestimum_requests": report.gestimum_requests,
-            "tls_verification": report.tls_verification,
-            "dry_run": sync_options.dry_run,
-        }
-    )
+    def preflight(
+        context: dg.AssetExecutionContext,
+        crm: CrmDatabase,
+        gestimum: GestimumApi,
+        sync_state: SyncStateDatabase,
+        sync_options: SyncOptions,
+    ) -> dg.MaterializeResult:
+        report = run_preflight(crm, gestimum, sync_state, sync_options, context.log)
+        if not report.ok:
+            raise ConfigurationError(description=report.failure_message())
+        context.log.info(
+            "preflight passed in %.3fs (CRM %.3fs, state store %.3fs, Gestimum %.3fs)",
+            sum(report.seconds.values()),
+            report.seconds["crm"],
+            report.seconds["state_store"],
+            report.seconds["gestimum"],
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "crm_check_seconds": round(report.seconds["crm"], 3),
+                "state_store_check_seconds": round(report.seconds["state_store"], 3),
+                "gestimum_check_seconds": round(report.seconds["gestimum"], 3),
+                "gestimum_requests": report.gestimum_requests,
+                "tls_verification": report.tls_verification,
+                "dry_run": sync_options.dry_run,
+            }
+        )
+
+    return preflight
 
 
-def build_source(relation: str) -> dg.AssetsDefinition:
+def build_source(relation: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_key(relation),
         deps=[PREFLIGHT_KEY],
         group_name="crm",
         kinds={"postgres"},
-        owners=OWNERS,
-        partitions_def=daily_partitions,
-        backfill_policy=backfill_policy,
+        **_partitioned(partitions),
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
         "window). The rows stay in the CRM; this asset checks the source contract and records what the window holds.",
         check_specs=[
@@ -219,17 +222,17 @@ def _stage_metadata(report: StageReport, force: bool) -> dict[str, object]:
     return metadata
 
 
-def build_transform(endpoint: str) -> dg.AssetsDefinition:
-    relation = SOURCES[endpoint]
+def build_transform(
+    spec: EndpointSpec, partitions: dg.PartitionsDefinition, endpoints: EndpointRegistry
+) -> dg.AssetsDefinition:
+    endpoint, relation = spec.name, spec.relation
 
     @dg.asset(
         key=transform_key(endpoint),
         deps=[source_key(relation)],
         group_name="transform",
         kinds={"python", "postgres"},
-        owners=OWNERS,
-        partitions_def=daily_partitions,
-        backfill_policy=backfill_policy,
+        **_partitioned(partitions),
         description=f"`{relation}` rows mapped to Gestimum {endpoint} lines and validated; changed rows are "
         "staged in the sync state store, invalid ones rejected there with their reason.",
     )
@@ -243,15 +246,16 @@ def build_transform(endpoint: str) -> dg.AssetsDefinition:
         window = _window(context, sync_options)
         try:
             schema = crm.checked_schema([relation])
-            state = sync_state.open()
+            state = sync_state.open(endpoints)
         except DatabaseUnavailable as exc:
             raise _fail("database unreachable", exc) from None
         try:
-            mapper = mapper_for(endpoint, gestimum.line_format().encoder(), sync_options.account_prefix)
+            mapper = spec.make_mapper(gestimum.line_format().encoder(), sync_options.account_prefix)
             report = stage_endpoint(
                 crm_connect=crm.connect,
                 crm_schema=schema,
                 state=state,
+                spec=spec,
                 mapper=mapper,
                 window=window,
                 partition=_partition_label(context),
@@ -339,22 +343,22 @@ def _statistics_result(problems: list[str], report: SendReport | None) -> dg.Ass
     )
 
 
-def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
-    endpoint = catalog.endpoint(endpoint_name)
+def build_sink(
+    spec: EndpointSpec, partitions: dg.PartitionsDefinition, settings: Settings, endpoints: EndpointRegistry
+) -> dg.AssetsDefinition:
+    endpoint_name, endpoint = spec.name, spec.wire
     deps = [transform_key(endpoint_name)]
-    if endpoint_name in PARENTS:
-        deps.append(sink_key(PARENTS[endpoint_name]))
+    if spec.parent is not None:
+        deps.append(sink_key(spec.parent))
 
     @dg.asset(
         key=sink_key(endpoint_name),
         deps=deps,
         group_name="gestimum",
         kinds={"gestimum", "api"},
-        owners=OWNERS,
-        partitions_def=daily_partitions,
-        backfill_policy=backfill_policy,
-        pool=GESTIMUM_POOL,
-        freshness_policy=SINK_FRESHNESS,
+        **_partitioned(partitions),
+        pool=gestimum_pool(settings.company_file),
+        freshness_policy=sink_freshness(settings.max_lag_minutes),
         description=f"Staged {endpoint_name} lines sent to Gestimum's `{unquote(endpoint.path)}` endpoint, with "
         "Gestimum's statistics. Every line ends imported, rejected with Gestimum's reason, or still pending.",
         check_specs=[
@@ -376,7 +380,7 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
     ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         client = gestimum.client(context.log)
         try:
-            state = sync_state.open()
+            state = sync_state.open(endpoints)
         except DatabaseUnavailable as exc:
             client.close()
             raise _fail("state store unreachable", exc) from None
@@ -420,8 +424,9 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
             raise failure
         assert report is not None
         metadata = _send_metadata(report, counts.get("pending", 0))
-        statistics = _statistics_result(statistics_problems(report, counts.get("in_flight", 0)), report)
-        if endpoint_name == STOCK_ENDPOINT and report.delivery_unknown:
+        problems = statistics_problems(report, counts.get("in_flight", 0), endpoints)
+        statistics = _statistics_result(problems, report)
+        if spec.creates_documents and report.delivery_unknown:
             yield statistics
             raise dg.Failure(
                 description=f"{report.delivery_unknown} stock movements are in delivery_unknown: they may or may "
@@ -436,9 +441,12 @@ def build_sink(endpoint_name: str) -> dg.AssetsDefinition:
     return _sink
 
 
-ENDPOINT_ORDER = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
-
-preflight_assets = [preflight]
-source_assets = [build_source(r) for r in RELATIONS]
-transform_assets = [build_transform(e) for e in ENDPOINT_ORDER]
-sink_assets = [build_sink(e) for e in ENDPOINT_ORDER]
+def build_assets(settings: Settings, endpoints: EndpointRegistry) -> list[dg.AssetsDefinition]:
+    """The preflight, one source per CRM relation, and a transform and a sink per endpoint."""
+    partitions = daily_partitions(settings)
+    return [
+        build_preflight(partitions),
+        *(build_source(relation, partitions) for relation in endpoints.relations),
+        *(build_transform(spec, partitions, endpoints) for spec in endpoints),
+        *(build_sink(spec, partitions, settings, endpoints) for spec in endpoints),
+    ]

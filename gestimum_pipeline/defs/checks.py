@@ -9,11 +9,12 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from gestimum_pipeline.defs.assets import ENDPOINT_ORDER, sink_key
+from gestimum_pipeline.defs.assets import sink_key
 from gestimum_pipeline.defs.resources import SyncStateDatabase
-from gestimum_pipeline.defs.settings import MAX_WAITING_MINUTES
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync import health
-from gestimum_pipeline.sync.state import STOCK_ENDPOINT, StateStore
+from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
+from gestimum_pipeline.sync.state import StateStore
 
 TABLE_COLUMN_TYPES = {"source_key": "string", "reason": "string", "rejected_by": "string", "since": "string"}
 
@@ -36,10 +37,11 @@ def _state_check(
     description: str,
     severity: dg.AssetCheckSeverity,
     evaluate: Callable[[StateStore, str], health.Finding],
+    endpoints: EndpointRegistry,
 ) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=sink_key(endpoint), name=name, description=description)
     def _check(sync_state: SyncStateDatabase) -> dg.AssetCheckResult:
-        store = sync_state.open()
+        store = sync_state.open(endpoints)
         try:
             return check_result(evaluate(store, endpoint), severity)
         finally:
@@ -49,7 +51,7 @@ def _state_check(
 
 
 def build_state_checks(
-    endpoint: str, max_waiting_minutes: float = MAX_WAITING_MINUTES
+    endpoint: str, max_waiting_minutes: float, endpoints: EndpointRegistry = ENDPOINTS
 ) -> list[dg.AssetChecksDefinition]:
     checks = [
         _state_check(
@@ -59,6 +61,7 @@ def build_state_checks(
             "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it.",
             dg.AssetCheckSeverity.WARN,
             health.rejections,
+            endpoints,
         ),
         _state_check(
             endpoint,
@@ -67,9 +70,10 @@ def build_state_checks(
             f"{max_waiting_minutes:g} minutes (GESTIMUM_MAX_WAITING_MINUTES).",
             dg.AssetCheckSeverity.WARN,
             lambda store, ep: health.waiting_too_long(store, ep, max_age_seconds=max_waiting_minutes * 60),
+            endpoints,
         ),
     ]
-    if endpoint == STOCK_ENDPOINT:
+    if endpoints.creates_documents(endpoint):
         checks.append(
             _state_check(
                 endpoint,
@@ -78,9 +82,11 @@ def build_state_checks(
                 "Gestimum, are never re-sent on their own, and need `gestimum-pipeline reconcile`.",
                 dg.AssetCheckSeverity.ERROR,
                 health.delivery_unknown,
+                endpoints,
             )
         )
     return checks
 
 
-state_checks = [check for endpoint in ENDPOINT_ORDER for check in build_state_checks(endpoint)]
+def build_all_state_checks(settings: Settings, endpoints: EndpointRegistry) -> list[dg.AssetChecksDefinition]:
+    return [c for name in endpoints.names for c in build_state_checks(name, settings.max_waiting_minutes, endpoints)]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from gestimum_pipeline.db import DatabaseUnavailable
+from gestimum_pipeline.db import DatabaseUnavailable, db_reason
 from gestimum_pipeline.defs.resources import (
     ConfigurationError,
     CrmDatabase,
@@ -40,7 +40,6 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumError,
     GestimumUnreachable,
 )
-from gestimum_pipeline.sync.engine import db_reason
 
 # Below this a request cannot hold the envelope and one ordinary line.
 MIN_REQUEST_BYTES = 4096

@@ -5,7 +5,6 @@ as `EnvVar`s: Dagster resolves them at run time and never shows their values.
 """
 
 import logging
-import os
 from collections.abc import Sequence
 
 import dagster as dg
@@ -14,10 +13,11 @@ from pydantic import Field
 
 from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.db import connect, validate_identifier
-from gestimum_pipeline.defs.settings import env_bool, env_float, env_int, env_str
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
 from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.envelope import CompanySettings, LineFormat
+from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
 from gestimum_pipeline.sync.state import DEFAULT_SCHEMA as STATE_SCHEMA
 from gestimum_pipeline.sync.state import StateStore
@@ -110,8 +110,8 @@ class SyncStateDatabase(dg.ConfigurableResource):
         default="SYNC_STATE_DATABASE_URL", description="The variable the URL comes from, named in error messages"
     )
 
-    def open(self) -> StateStore:
-        store = StateStore(self.url, self.schema_name, setting=self.setting)
+    def open(self, endpoints: EndpointRegistry = ENDPOINTS) -> StateStore:
+        store = StateStore(self.url, self.schema_name, setting=self.setting, endpoints=endpoints)
         try:
             store.migrate()
         except BaseException:
@@ -135,43 +135,29 @@ class SyncOptions(dg.ConfigurableResource):
     chunk_size: int = 5000
 
 
-def _state_url_variable() -> str:
-    # The state store defaults to the CRM database; which variable holds it is decided at
-    # load time, its value is still resolved by Dagster at run time.
-    if os.environ.get("SYNC_STATE_DATABASE_URL", "").strip():
-        return "SYNC_STATE_DATABASE_URL"
-    return "CRM_DATABASE_URL"
-
-
-def _state_url() -> dg.EnvVar:
-    return dg.EnvVar(_state_url_variable())
-
-
-def build_resources() -> dict[str, dg.ConfigurableResource]:
-    verify_tls = env_bool("GESTIMUM_VERIFY_TLS", True)
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    # Secrets stay EnvVars, resolved by Dagster at run time; the settings say which variables.
+    state_variable = settings.state_url_variable
     return {
-        "crm": CrmDatabase(url=dg.EnvVar("CRM_DATABASE_URL"), schema_name=env_str("CRM_SCHEMA", "crm")),
+        "crm": CrmDatabase(url=dg.EnvVar("CRM_DATABASE_URL"), schema_name=settings.crm_schema),
         "gestimum": GestimumApi(
             url=dg.EnvVar("GESTIMUM_URL"),
             company_file=dg.EnvVar("GESTIMUM_FICHIER"),
             user=dg.EnvVar("GESTIMUM_UTILISATEUR"),
             password=dg.EnvVar("GESTIMUM_MOT_PASSE"),
-            connect_timeout_seconds=env_float("GESTIMUM_CONNECT_TIMEOUT_SECONDS", 10.0),
-            read_timeout_seconds=env_float("GESTIMUM_READ_TIMEOUT_SECONDS", 300.0),
-            max_lines_per_request=env_int("GESTIMUM_MAX_LINES_PER_REQUEST", DEFAULT_MAX_LINES),
-            max_bytes_per_request=env_int("GESTIMUM_MAX_BYTES_PER_REQUEST", DEFAULT_MAX_BYTES),
-            verify_tls=verify_tls,
-            ca_bundle=os.environ.get("GESTIMUM_CA_BUNDLE") or None,
-            max_retries=env_int("GESTIMUM_MAX_RETRIES", 3),
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            read_timeout_seconds=settings.read_timeout_seconds,
+            max_lines_per_request=settings.max_lines_per_request,
+            max_bytes_per_request=settings.max_bytes_per_request,
+            verify_tls=settings.verify_tls,
+            ca_bundle=settings.ca_bundle,
+            max_retries=settings.max_retries,
         ),
         "sync_state": SyncStateDatabase(
-            url=_state_url(),
+            url=dg.EnvVar(state_variable),
             setting="SYNC_STATE_DATABASE_URL"
-            if _state_url_variable() == "SYNC_STATE_DATABASE_URL"
+            if state_variable == "SYNC_STATE_DATABASE_URL"
             else "SYNC_STATE_DATABASE_URL (unset: CRM_DATABASE_URL)",
         ),
-        "sync_options": SyncOptions(
-            lookback_minutes=env_int("GESTIMUM_SYNC_LOOKBACK_MINUTES", 180),
-            account_prefix=env_str("GESTIMUM_ACCOUNT_PREFIX", DEFAULT_ACCOUNT_PREFIX),
-        ),
+        "sync_options": SyncOptions(lookback_minutes=settings.lookback_minutes, account_prefix=settings.account_prefix),
     }

@@ -1,68 +1,121 @@
-"""Deployment settings read from the environment when the code location loads.
+"""Deployment settings: one typed, frozen object read from the environment by `Settings.from_env`.
+
+Nothing reads the environment at import: `definitions.py` calls `Settings.from_env()` once
+and hands the object to `build_definitions`; tests build one from a plain mapping.
 
 Only non-secret values are read here; secrets (the Gestimum password, database URLs
-with passwords) are passed to resources as `EnvVar`s and resolved at run time, so they
-never appear in the UI or in run configuration.
+with passwords, the alert webhook) are passed to resources as `EnvVar`s and resolved at
+run time, so they never appear in the UI or in run configuration. For those, the
+settings only record which variable to use (an `EnvVar` of an unset variable fails).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-DEFAULT_START_DATE = "2024-01-01"
-DEFAULT_TIMEZONE = "Europe/Paris"
-DEFAULT_CRON = "0 * * * *"
+from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
+from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
 
-
-def env_str(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"setting {name} must be a number, got {raw!r}") from None
+ALERT_WEBHOOK_ENV = "GESTIMUM_ALERT_WEBHOOK_URL"
+UI_URL_ENV = "GESTIMUM_UI_URL"
 
 
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+class _Reader:
+    """Typed reads of one environment mapping; a malformed value names its variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str:
+        return self.env.get(name, "").strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def number(self, name: str, default: float, kind: type[float] | type[int], noun: str) -> float:
+        raw = self.raw(name)
+        if not raw:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"setting {name} must be {noun}, got {raw!r}") from None
+
+    def real(self, name: str, default: float) -> float:
+        return self.number(name, default, float, "a number")
+
+    def integer(self, name: str, default: int) -> int:
+        return int(self.number(name, default, int, "an integer"))
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.raw(name).lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"setting {name} must be true or false, got {raw!r}")
+
+    def minutes(self, name: str, default: float) -> float:
+        value = self.real(name, default)
+        if value <= 0:
+            raise ValueError(f"setting {name} must be a positive number of minutes, got {value:g}")
+        return value
 
 
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"setting {name} must be true or false, got {raw!r}")
+@dataclass(frozen=True)
+class Settings:
+    """Everything the code location's shape depends on (README, 'Configuration')."""
 
+    start_date: str = "2024-01-01"  # GESTIMUM_SYNC_START_DATE
+    timezone: str = "Europe/Paris"  # GESTIMUM_SYNC_TIMEZONE
+    cron: str = "0 * * * *"  # GESTIMUM_SYNC_CRON
+    # How far Gestimum may lag behind the CRM: a sink not materialized for this long fails its
+    # freshness policy (warned at two thirds of it), and rows pending or held longer fail a check.
+    max_lag_minutes: float = 180.0  # GESTIMUM_MAX_LAG_MINUTES
+    max_waiting_minutes: float = 180.0  # GESTIMUM_MAX_WAITING_MINUTES (default: the lag)
+    crm_schema: str = "crm"  # CRM_SCHEMA
+    company_file: str = ""  # GESTIMUM_FICHIER, read here only to name the sinks' pool
+    # The state store defaults to the CRM database: which variable holds its URL.
+    state_url_variable: str = "CRM_DATABASE_URL"
+    verify_tls: bool = True  # GESTIMUM_VERIFY_TLS
+    ca_bundle: str | None = None  # GESTIMUM_CA_BUNDLE
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 300.0
+    max_lines_per_request: int = DEFAULT_MAX_LINES
+    max_bytes_per_request: int = DEFAULT_MAX_BYTES
+    max_retries: int = 3
+    lookback_minutes: int = 180  # GESTIMUM_SYNC_LOOKBACK_MINUTES
+    account_prefix: str = DEFAULT_ACCOUNT_PREFIX  # GESTIMUM_ACCOUNT_PREFIX
+    alert_webhook_configured: bool = False  # GESTIMUM_ALERT_WEBHOOK_URL is set (its value is a secret)
+    ui_url: str = ""  # GESTIMUM_UI_URL
 
-START_DATE = env_str("GESTIMUM_SYNC_START_DATE", DEFAULT_START_DATE)
-TIMEZONE = env_str("GESTIMUM_SYNC_TIMEZONE", DEFAULT_TIMEZONE)
-CRON = env_str("GESTIMUM_SYNC_CRON", DEFAULT_CRON)
-
-
-def env_minutes(name: str, default: float) -> float:
-    value = env_float(name, default)
-    if value <= 0:
-        raise ValueError(f"setting {name} must be a positive number of minutes, got {value:g}")
-    return value
-
-
-# How far Gestimum may lag behind the CRM: a sink not materialized for this long fails its
-# freshness policy (warned at two thirds of it), and rows pending or held longer fail a check.
-MAX_LAG_MINUTES = env_minutes("GESTIMUM_MAX_LAG_MINUTES", 180.0)
-MAX_WAITING_MINUTES = env_minutes("GESTIMUM_MAX_WAITING_MINUTES", MAX_LAG_MINUTES)
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `env` (default: the process environment); raises ValueError naming a bad variable."""
+        read = _Reader(os.environ if env is None else env)
+        max_lag = read.minutes("GESTIMUM_MAX_LAG_MINUTES", cls.max_lag_minutes)
+        return cls(
+            start_date=read.text("GESTIMUM_SYNC_START_DATE", cls.start_date),
+            timezone=read.text("GESTIMUM_SYNC_TIMEZONE", cls.timezone),
+            cron=read.text("GESTIMUM_SYNC_CRON", cls.cron),
+            max_lag_minutes=max_lag,
+            max_waiting_minutes=read.minutes("GESTIMUM_MAX_WAITING_MINUTES", max_lag),
+            crm_schema=read.text("CRM_SCHEMA", cls.crm_schema),
+            company_file=read.raw("GESTIMUM_FICHIER"),
+            state_url_variable="SYNC_STATE_DATABASE_URL" if read.raw("SYNC_STATE_DATABASE_URL") else "CRM_DATABASE_URL",
+            verify_tls=read.flag("GESTIMUM_VERIFY_TLS", cls.verify_tls),
+            ca_bundle=read.raw("GESTIMUM_CA_BUNDLE") or None,
+            connect_timeout_seconds=read.real("GESTIMUM_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout_seconds),
+            read_timeout_seconds=read.real("GESTIMUM_READ_TIMEOUT_SECONDS", cls.read_timeout_seconds),
+            max_lines_per_request=read.integer("GESTIMUM_MAX_LINES_PER_REQUEST", cls.max_lines_per_request),
+            max_bytes_per_request=read.integer("GESTIMUM_MAX_BYTES_PER_REQUEST", cls.max_bytes_per_request),
+            max_retries=read.integer("GESTIMUM_MAX_RETRIES", cls.max_retries),
+            lookback_minutes=read.integer("GESTIMUM_SYNC_LOOKBACK_MINUTES", cls.lookback_minutes),
+            account_prefix=read.text("GESTIMUM_ACCOUNT_PREFIX", cls.account_prefix),
+            alert_webhook_configured=bool(read.raw(ALERT_WEBHOOK_ENV)),
+            ui_url=read.raw(UI_URL_ENV),
+        )

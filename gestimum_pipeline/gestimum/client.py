@@ -47,9 +47,6 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumProtocolError,
     GestimumServerError,
     GestimumUnreachable,
-    redact,
-    redact_url,
-    url_secrets,
 )
 from gestimum_pipeline.gestimum.journal import (
     ImportResult,
@@ -57,6 +54,7 @@ from gestimum_pipeline.gestimum.journal import (
     failure_from_payload,
     parse_response,
 )
+from gestimum_pipeline.redaction import redact, redact_url, url_secrets
 
 _log = logging.getLogger(__name__)
 

@@ -2,46 +2,14 @@
 
 Each class answers the operator's first question: was anything delivered, and what
 do I fix? Messages never carry the password nor the request body (which holds it);
-`redact` is applied on top as a defence in depth.
+`gestimum_pipeline.redaction` is applied on top as a defence in depth.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-from urllib.parse import unquote, urlsplit
-
-REDACTED = "***"
-
 # Settings an operator can fix, named in authentication errors.
 SETTING_CREDENTIALS = "GESTIMUM_UTILISATEUR/GESTIMUM_MOT_PASSE"
 SETTING_COMPANY_FILE = "GESTIMUM_FICHIER"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replaces every occurrence of each non-empty secret with `***`."""
-    # Longest first, so a secret containing another one is not half-redacted.
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-# `scheme://user:PASSWORD@host...`: the password runs up to the last `@` of the authority.
-_URL_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)(?P<password>[^/?#]*)@")
-
-
-def redact_url(url: str) -> str:
-    """`url` with the password of its user-info part (`user:password@`) replaced by `***`."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group('head')}{REDACTED}@", url, count=1)
-
-
-def url_secrets(url: str) -> list[str]:
-    """The password embedded in `url`, raw and percent-decoded, for `redact`."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
-    return [password, unquote(password)] if password else []
 
 
 class GestimumError(Exception):

@@ -29,7 +29,7 @@ import psycopg2
 import psycopg2.extensions
 
 from gestimum_pipeline.crm.queries import stream_window, window_signature
-from gestimum_pipeline.db import DatabaseUnavailable
+from gestimum_pipeline.db import DatabaseUnavailable, db_reason
 from gestimum_pipeline.gestimum.batching import batched
 from gestimum_pipeline.gestimum.catalog import Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
@@ -43,36 +43,15 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumUnreachable,
 )
 from gestimum_pipeline.gestimum.journal import ImportResult
+from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry, EndpointSpec
 from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
-from gestimum_pipeline.sync.state import STOCK_ENDPOINT, Outcome, PendingLine, StageCounts, StateStore
+from gestimum_pipeline.sync.state import Outcome, PendingLine, StageCounts, StateStore
 
 log = logging.getLogger(__name__)
 
-# Which CRM relation feeds which endpoint, and in which order rows are read.
-SOURCES: dict[str, str] = {
-    "comptes": "customers",
-    "clients": "customers",
-    "contacts": "contacts",
-    "documents_stock": "stock_movements",
-    "references_clients_articles": "customer_item_references",
-}
-SOURCE_ORDER: dict[str, tuple[str, ...] | None] = {
-    # Grouped by document header so requests never mix headers.
-    "stock_movements": ("direction", "warehouse_code", "id"),
-}
 MAX_REPORTED_REJECTIONS = 200
 # Journal entries kept for the sink's metadata: enough to read a run, bounded for 10 000-line requests.
 MAX_REPORTED_JOURNAL_ENTRIES = 200
-# The field that carries each endpoint's key, named in duplicate-key rejections.
-KEY_FIELDS: dict[str, str] = {
-    "comptes": "PCF_CODE",
-    "clients": "PCF_CODE",
-    "contacts": "CCT_CODE",
-    "documents_stock": "id",
-    "references_clients_articles": "PCF_CODE+ART_CODE",
-}
-# Endpoints whose keys are codes Gestimum may compare without case (stock keys are CRM ids).
-CASE_FOLDED_ENDPOINTS = ("comptes", "clients", "contacts", "references_clients_articles")
 
 
 class SyncError(RuntimeError):
@@ -89,11 +68,6 @@ class SourceReadError(SyncError):
 
 class StateStoreFailure(SyncError):
     """The state store failed mid-step; the message says where each row stands."""
-
-
-def db_reason(exc: BaseException) -> str:
-    """One line from a driver error (server messages never hold the connection's password)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -162,7 +136,7 @@ def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
     return None
 
 
-def statistics_problems(report: SendReport, in_flight_after: int) -> list[str]:
+def statistics_problems(report: SendReport, in_flight_after: int, endpoints: EndpointRegistry = ENDPOINTS) -> list[str]:
     """Why Gestimum's statistics and our accounting of a sink's run disagree; empty when they agree.
 
     `parse_response` refuses an answer whose own counts do not add up; this looks across the
@@ -178,7 +152,8 @@ def statistics_problems(report: SendReport, in_flight_after: int) -> list[str]:
     expected_reasons = min(report.rejected, MAX_REPORTED_REJECTIONS)
     if len(report.rejections) != expected_reasons:
         problems.append(f"{report.rejected} lines rejected, but {len(report.rejections)} reasons recorded")
-    if report.endpoint == STOCK_ENDPOINT and report.imported and not report.dry_run and not report.documents:
+    documents_expected = endpoints.creates_documents(report.endpoint)
+    if documents_expected and report.imported and not report.dry_run and not report.documents:
         problems.append(f"{report.imported} stock lines imported, but Gestimum reported no document created")
     if in_flight_after and not report.dry_run:
         problems.append(f"{in_flight_after} rows are still in flight after every request was answered")
@@ -190,6 +165,7 @@ def stage_endpoint(
     crm_connect: Callable[[], Any],
     crm_schema: str,
     state: StateStore,
+    spec: EndpointSpec,
     mapper: Mapper,
     window: Window,
     partition: str | None,
@@ -198,8 +174,8 @@ def stage_endpoint(
     chunk_size: int = 5000,
 ) -> StageReport:
     """Streams the window's rows, maps them and records them in the state store, chunk by chunk."""
-    endpoint = mapper.endpoint.name
-    relation = SOURCES[endpoint]
+    endpoint = spec.name
+    relation = spec.relation
     report = StageReport(endpoint, relation, window)
     stats = MappingStats()
     started = time.perf_counter()
@@ -251,7 +227,7 @@ def stage_endpoint(
                     window.start,
                     window.end,
                     chunk_size=chunk_size,
-                    order_by=SOURCE_ORDER.get(relation),
+                    order_by=spec.order_by,
                 )
             )
         while True:
@@ -268,7 +244,7 @@ def stage_endpoint(
             if chunk is None:
                 break
             mapped = [mapper.map(row) for row in chunk]
-            mapped = _reject_duplicate_keys(mapper, mapped, last_key)
+            mapped = _reject_duplicate_keys(spec, mapped, last_key)
             last_key = mapped[-1].source_key if mapped else last_key
             for m in mapped:
                 stats.add(m)
@@ -280,9 +256,9 @@ def stage_endpoint(
                 len(chunk),
             )
         collect()
-        if endpoint in CASE_FOLDED_ENDPOINTS and report.staged:
+        if spec.case_folded and report.staged:
             # Only rows staged now can newly collide (one hash join over the endpoint's records).
-            collisions = state.reject_case_collisions(endpoint, KEY_FIELDS[endpoint])
+            collisions = state.reject_case_collisions(endpoint, spec.key_field)
             report.staged -= len(collisions)
             report.rejected_locally += len(collisions)
             for key, reason in collisions:
@@ -309,7 +285,7 @@ def stage_endpoint(
     return report
 
 
-def _reject_duplicate_keys(mapper: Mapper, mapped: list[MappedRow], previous_key: str | None) -> list[MappedRow]:
+def _reject_duplicate_keys(spec: EndpointSpec, mapped: list[MappedRow], previous_key: str | None) -> list[MappedRow]:
     """Rows sharing a key (a CRM view without a unique key) are all rejected, never one silently kept.
 
     Within a chunk any duplicate is found; across chunks, duplicates are adjacent because
@@ -322,8 +298,7 @@ def _reject_duplicate_keys(mapper: Mapper, mapped: list[MappedRow], previous_key
     counts = Counter(keys)
     if previous_key is not None and keys and keys[0] == previous_key:
         counts[previous_key] += 1
-    name = mapper.endpoint.name
-    field_code = KEY_FIELDS.get(name, "key")
+    name, field_code = spec.name, spec.key_field
     out: list[MappedRow] = []
     done: set[str] = set()
     for m in mapped:
@@ -369,7 +344,7 @@ def _not_delivered(endpoint: Endpoint, exc: GestimumError) -> bool:
 def _documents_for(result: ImportResult, imported_keys: list[str]) -> list[str | None]:
     """Attributes the request's documents to its imported lines.
 
-    Each request holds one document header (see SOURCE_ORDER and the group split), so one
+    Each request holds one document header (see the registry's order_by and the group split), so one
     document means all its lines; one document per line maps in order; otherwise every
     line records the whole list, so nothing is guessed.
     """
@@ -436,7 +411,7 @@ def send_endpoint(
     report.http_attempts = client.requests_made - attempts_before
     report.bytes_posted = client.bytes_posted - bytes_before
     report.duration_seconds = time.perf_counter() - started
-    if endpoint.name == STOCK_ENDPOINT and not dry_run:
+    if not endpoint.idempotent and not dry_run:  # only documents are ever delivery_unknown
         report.delivery_unknown = state.counts(endpoint.name).get(endpoint.name, {}).get("delivery_unknown", 0)
     return report
 
@@ -498,7 +473,7 @@ def _send_batch(
         next_step = (
             "the next run marks these movements delivery_unknown: reconcile them with `gestimum-pipeline "
             f"reconcile --delivered --document <document> {shown}` (Gestimum's answer above)"
-            if endpoint.name == STOCK_ENDPOINT
+            if not endpoint.idempotent
             else "the next run re-sends these rows (an idempotent upsert)"
         )
         reason = exc if isinstance(exc, DatabaseUnavailable) else db_reason(exc)

@@ -319,14 +319,3 @@ def references_mapper(encoder: LineEncoder) -> Mapper:
         return Built([item_code, customer_code, price, reference], parent_key=parent)
 
     return Mapper(catalog.REFERENCES_CLIENTS_ARTICLES, encoder, lambda r: source_key(r[0], r[1]), build)
-
-
-def mapper_for(endpoint_name: str, encoder: LineEncoder, account_prefix: str = DEFAULT_ACCOUNT_PREFIX) -> Mapper:
-    factories: dict[str, Callable[[], Mapper]] = {
-        "comptes": lambda: comptes_mapper(encoder, account_prefix),
-        "clients": lambda: clients_mapper(encoder, account_prefix),
-        "contacts": lambda: contacts_mapper(encoder),
-        "documents_stock": lambda: documents_stock_mapper(encoder),
-        "references_clients_articles": lambda: references_mapper(encoder),
-    }
-    return factories[endpoint_name]()

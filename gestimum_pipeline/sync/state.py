@@ -39,18 +39,16 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from gestimum_pipeline.db import connect, validate_identifier
+from gestimum_pipeline.db import connect, db_reason, validate_identifier
+from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.mapping import MappedRow
 
 DEFAULT_SCHEMA = "gestimum_sync"
-STOCK_ENDPOINT = "documents_stock"
-
-# Parent endpoint of each endpoint whose records point at a parent record (parent_key).
-PARENTS: dict[str, str] = {
-    "clients": "comptes",
-    "contacts": "clients",
-    "references_clients_articles": "clients",
-}
+# Kept status deltas are folded into one row per (endpoint, status) beyond this many.
+_COMPACT_DELTAS_ABOVE = 2000
+# Row addresses remembered between iter_pending, mark_in_flight and record_outcomes.
+_MAX_ADDRESSES = 100_000
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 STATUSES = ("pending", "in_flight", "imported", "rejected", "held", "delivery_unknown", "ignored")
 
@@ -202,8 +200,17 @@ class Outcome(NamedTuple):
 class StateStore:
     """Plain-Python access to the state store; one psycopg2 connection per instance."""
 
-    def __init__(self, url: str, schema: str = DEFAULT_SCHEMA, *, setting: str = "SYNC_STATE_DATABASE_URL") -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        setting: str = "SYNC_STATE_DATABASE_URL",
+        endpoints: EndpointRegistry = ENDPOINTS,
+    ) -> None:
         self.url = url
+        # Parents and document-creating endpoints come from the registry, by endpoint name.
+        self.endpoints = endpoints
         self.schema = validate_identifier(schema, "state store schema")
         self._setting = setting
         self._conn: psycopg2.extensions.connection | None = None
@@ -302,7 +309,7 @@ class StateStore:
             return StageCounts(0, 0, 0)
         conn = self.conn
         buf = io.StringIO(_copy_rows(rows))
-        if endpoint == STOCK_ENDPOINT:
+        if self.endpoints.creates_documents(endpoint):
             may_update = (
                 "(r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))"
                 " AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
@@ -347,6 +354,7 @@ class StateStore:
                 {"endpoint": endpoint, "partition": partition, "run_id": run_id},
             )
             statuses = [s for (s,) in cur.fetchall()]
+            self._compact_counts(cur)
         staged = sum(1 for s in statuses if s == "pending")
         rejected = len(statuses) - staged
         return StageCounts(staged, rejected, len(rows) - len(statuses))
@@ -384,7 +392,7 @@ class StateStore:
         """Settles rows left in flight by a run that died mid-request; returns how many."""
         if not self._has(endpoint, "in_flight"):
             return 0  # the exact counts say there is nothing to settle: no scan
-        if endpoint == STOCK_ENDPOINT:
+        if self.endpoints.creates_documents(endpoint):
             query = (
                 "UPDATE {schema}.records SET status = 'delivery_unknown', reason_source = 'delivery',"
                 " reason = 'the run sending request ' || coalesce(request_id, '?') || ' stopped before Gestimum'"
@@ -400,7 +408,7 @@ class StateStore:
 
     def hold_orphans(self, endpoint: str) -> int:
         """Pending rows whose parent is rejected, held or ignored are held, not sent to certain failure."""
-        parent = PARENTS.get(endpoint)
+        parent = self.endpoints.parent_of(endpoint)
         if parent is None or not self._has(endpoint, "pending") or not self._has(parent, "rejected", "held", "ignored"):
             return 0  # nothing can match: skip the join of every pending row with its parent
         return self._execute_count(
@@ -418,7 +426,7 @@ class StateStore:
 
     def release_children(self, endpoint: str) -> int:
         """Held rows, and rows Gestimum rejected, are re-queued once their parent has imported since."""
-        parent = PARENTS.get(endpoint)
+        parent = self.endpoints.parent_of(endpoint)
         if parent is None or not self._has(endpoint, "held", "rejected"):
             return 0  # nothing can match: skip the join over every record of the endpoint
         return self._execute_count(
@@ -499,6 +507,7 @@ class StateStore:
                     {"request": request_id, "run": run_id, "endpoint": endpoint, "keys": missing},
                 )
                 found.update(cur.fetchall())
+            self._compact_counts(cur)  # once per request: the deltas stay few
         for key, address in found.items():
             self._addresses[(endpoint, key)] = address  # for record_outcomes
 
@@ -551,7 +560,7 @@ class StateStore:
         addresses = self._take_addresses(endpoint, [o.source_key for o in imported])
         # Stock outcomes stay synchronous: a failure to record them must be reported with
         # the request it belongs to (the documents an operator reconciles against).
-        if not self.async_outcomes or endpoint == STOCK_ENDPOINT:
+        if not self.async_outcomes or self.endpoints.creates_documents(endpoint):
             self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected)
             return
         if self._writer is None:
@@ -570,7 +579,7 @@ class StateStore:
             # Master data: losing this commit in a server crash only re-sends an upsert, so
             # it need not wait for the disk. Stock: the document numbers Gestimum gave are
             # durable before we go on, or an operator would have to reconcile them by hand.
-            if endpoint != STOCK_ENDPOINT:
+            if not self.endpoints.creates_documents(endpoint):
                 cur.execute("SET LOCAL synchronous_commit = off")
             if imported:
                 keys = [o.source_key for o in imported]
@@ -637,17 +646,6 @@ class StateStore:
         # Sums the trigger-kept deltas (migration 2): exact, and independent of the table's size.
         conn = self.conn
         with conn, conn.cursor() as cur:
-            cur.execute(self._q("SELECT count(*) FROM {schema}.status_deltas"))
-            if cur.fetchone()[0] > _COMPACT_DELTAS_ABOVE:
-                # Concurrent compactions are safe: each folds only the rows it deleted.
-                cur.execute(
-                    self._q(
-                        "WITH gone AS (DELETE FROM {schema}.status_deltas RETURNING endpoint, status, delta)"
-                        " INSERT INTO {schema}.status_deltas (endpoint, status, delta)"
-                        " SELECT endpoint, status, sum(delta) FROM gone GROUP BY endpoint, status"
-                        " HAVING sum(delta) <> 0"
-                    )
-                )
             cur.execute(
                 self._q(
                     "SELECT endpoint, status, sum(delta) FROM {schema}.status_deltas"
@@ -660,6 +658,20 @@ class StateStore:
             for ep, status, n in cur.fetchall():
                 out.setdefault(ep, {})[status] = int(n)
         return out
+
+    def _compact_counts(self, cur: psycopg2.extensions.cursor) -> None:
+        """Folds the kept deltas when they pile up; called on the write paths that add them."""
+        cur.execute(self._q("SELECT count(*) FROM {schema}.status_deltas"))
+        if cur.fetchone()[0] > _COMPACT_DELTAS_ABOVE:
+            # Concurrent compactions are safe: each folds only the rows it deleted.
+            cur.execute(
+                self._q(
+                    "WITH gone AS (DELETE FROM {schema}.status_deltas RETURNING endpoint, status, delta)"
+                    " INSERT INTO {schema}.status_deltas (endpoint, status, delta)"
+                    " SELECT endpoint, status, sum(delta) FROM gone GROUP BY endpoint, status"
+                    " HAVING sum(delta) <> 0"
+                )
+            )
 
     def _has(self, endpoint: str, *statuses: str) -> bool:
         """Whether any record of `endpoint` has one of `statuses` (exact, from the kept counts)."""
@@ -941,7 +953,7 @@ class _OutcomeWriter:
                     if self._error is None:
                         self._error = OutcomesNotRecorded(
                             f"recording the outcomes of an earlier {job[0]} request failed "
-                            f"({' '.join(str(exc).split()) or type(exc).__name__}); its rows stay in flight "
+                            f"({db_reason(exc)}); its rows stay in flight "
                             "and are re-sent by the next run"
                         )
                 except BaseException as exc:
@@ -971,11 +983,6 @@ class _OutcomeWriter:
         self._jobs.join()
         self._jobs.put(None)
         self._thread.join(timeout=30)
-
-
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
-_COMPACT_DELTAS_ABOVE = 2000
-_MAX_ADDRESSES = 100_000
 
 
 def _copy_rows(rows: Sequence[MappedRow]) -> str:

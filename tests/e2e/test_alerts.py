@@ -18,13 +18,6 @@ import dagster as dg
 import pytest
 from sync_harness import insert_contacts, insert_customers, run_sync, state_records
 
-from gestimum_pipeline.alerts import (
-    WebhookError,
-    WebhookNotifier,
-    check_failure_payload,
-    redact_text,
-    run_failure_payload,
-)
 from gestimum_pipeline.db import create_database, drop_database, normalize_url
 from gestimum_pipeline.defs.alerts import (
     ALERT_WEBHOOK_ENV,
@@ -34,6 +27,13 @@ from gestimum_pipeline.defs.alerts import (
     check_failure_alert,
     run_failure_alert,
 )
+from gestimum_pipeline.notify.webhook import (
+    WebhookError,
+    WebhookNotifier,
+    check_failure_payload,
+    run_failure_payload,
+)
+from gestimum_pipeline.redaction import redact_text
 from gestimum_pipeline.simulator.server import GestimumSimulator
 
 TOKEN = "xoxb-T0ALERT-s3cr3tT0k3n"

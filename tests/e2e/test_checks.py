@@ -8,10 +8,10 @@ from __future__ import annotations
 import dagster as dg
 from sync_harness import execute, insert_contacts, insert_customers, insert_movements, run_sync
 
-from gestimum_pipeline.defs.assets import ENDPOINT_ORDER
 from gestimum_pipeline.defs.checks import build_state_checks
 from gestimum_pipeline.simulator.server import Fault, GestimumSimulator
 from gestimum_pipeline.sync import health
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
 from gestimum_pipeline.sync.engine import SendReport, statistics_problems
 from gestimum_pipeline.sync.state import StateStore
 
@@ -63,7 +63,7 @@ def test_rejected_rows_fail_a_warning_check_with_their_reasons(crm_url: str, sim
     assert comptes.metadata["rows"].value.records[0].data["rejected_by"] == "local"
 
     # Gestimum's statistics add up everywhere; nothing waits too long; nothing is in doubt.
-    for endpoint in ENDPOINT_ORDER:
+    for endpoint in ENDPOINTS.names:
         stats = run.checks[f"gestimum/{endpoint}:statistics_consistent"]
         assert stats.passed and stats.severity == ERROR, stats.description
         assert run.checks[f"gestimum/{endpoint}:no_rows_waiting_too_long"].passed
@@ -88,7 +88,7 @@ def test_rows_held_longer_than_the_configured_age_fail_the_waiting_check(
     crm_url: str, simulator: GestimumSimulator
 ) -> None:
     _seed_with_rejections(crm_url)
-    checks = [c for e in ENDPOINT_ORDER for c in build_state_checks(e, max_waiting_minutes=1 / 600)]  # 0.1 s
+    checks = [c for e in ENDPOINTS.names for c in build_state_checks(e, max_waiting_minutes=1 / 600)]  # 0.1 s
     run = run_sync(crm_url, simulator.url, partition=DAY, asset_checks=checks)
     assert run.success, run.failures
     waiting = run.checks["gestimum/contacts:no_rows_waiting_too_long"]

@@ -28,9 +28,9 @@ from sync_harness import execute
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
 from gestimum_pipeline.db import connect, create_database, database_name, drop_database, url_with, with_database
-from gestimum_pipeline.defs.assets import PREFLIGHT_KEY, preflight_assets, sink_assets, source_assets, transform_assets
-from gestimum_pipeline.defs.checks import state_checks
+from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 
 __all__ = ["execute"]  # re-exported for the reliability tests
@@ -239,13 +239,6 @@ class Run:
         return list(self.metadata)
 
 
-def _job(without_preflight: bool) -> dg.UnresolvedAssetJobDefinition:
-    selection = dg.AssetSelection.all()
-    if without_preflight:
-        selection = selection - dg.AssetSelection.assets(PREFLIGHT_KEY)
-    return dg.define_asset_job("gestimum_sync", selection=selection)
-
-
 def run_job(
     dep: Deployment,
     partition: str | None = DAY,
@@ -255,12 +248,7 @@ def run_job(
     instance: dg.DagsterInstance | None = None,
 ) -> Run:
     """Runs the whole graph once, in process, like a scheduled run of the production job."""
-    defs = dg.Definitions(
-        assets=[*preflight_assets, *source_assets, *transform_assets, *sink_assets],
-        asset_checks=state_checks,
-        jobs=[_job(without_preflight)],
-        resources=dep.resources(),
-    )
+    defs = build_definitions(Settings(), resources=dep.resources(), without_preflight=without_preflight)
     job = defs.resolve_job_def("gestimum_sync")
     instance = instance or dg.DagsterInstance.ephemeral()
     kwargs: dict[str, Any] = {"raise_on_error": False, "instance": instance}

@@ -11,10 +11,9 @@ from psycopg2 import sql
 
 from gestimum_pipeline.crm.contract import RELATIONS
 from gestimum_pipeline.db import connect
-from gestimum_pipeline.defs.assets import sink_assets, source_assets, transform_assets
-from gestimum_pipeline.defs.checks import state_checks
+from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
-from gestimum_pipeline.defs.schedules import sync_job
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync.state import StateStore
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -60,12 +59,15 @@ def run_sync(
     asset_checks: Sequence[dg.AssetChecksDefinition] | None = None,
     **options: Any,
 ) -> SyncRun:
-    """Runs the whole job (sources → transforms → sinks → checks) in process, like a scheduled run."""
-    defs = dg.Definitions(
-        assets=[*source_assets, *transform_assets, *sink_assets],
-        asset_checks=state_checks if asset_checks is None else asset_checks,
-        jobs=[sync_job],
+    """Runs the production job (sources → transforms → sinks → checks) in process, like a scheduled run.
+
+    Without the preflight: tests count every request Gestimum receives.
+    """
+    defs = build_definitions(
+        Settings(),
         resources=resources(crm_url, gestimum_url, **options),
+        state_checks=asset_checks,
+        without_preflight=True,
     )
     job = defs.resolve_job_def("gestimum_sync")
     kwargs: dict[str, Any] = {"raise_on_error": False, "instance": instance or dg.DagsterInstance.ephemeral()}

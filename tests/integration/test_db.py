@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 import pytest
+from db_helpers import make_engine, quote_ident
 
 from gestimum_pipeline.db import (
     APPLICATION_NAME,
@@ -18,11 +19,8 @@ from gestimum_pipeline.db import (
     create_database,
     database_name,
     drop_database,
-    make_engine,
     normalize_url,
     psycopg2_dsn,
-    quote_ident,
-    redact_url,
     validate_identifier,
     with_database,
 )
@@ -80,41 +78,6 @@ def test_make_engine_picks_psycopg2_for_a_plain_url() -> None:
     """The pitfall normalize_url exists for: to SQLAlchemy 2.1 a plain URL means psycopg 3."""
     engine = make_engine("postgresql://u@127.0.0.1/db")
     assert engine.dialect.driver == "psycopg2"
-
-
-# --------------------------------------------------------------------------- redact_url
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        (f"postgresql://u:{SECRET}@h:5432/db", "postgresql://u:***@h:5432/db"),
-        (f"postgresql+psycopg2://u:{SECRET}@h/db?sslmode=require", "postgresql+psycopg2://u:***@h/db?sslmode=require"),
-        ("postgresql://u@h/db", "postgresql://u@h/db"),
-        ("postgresql://h/db?host=/tmp/x", "postgresql://h/db?host=/tmp/x"),
-        ("postgresql://postgres:@/postgres?host=/tmp/x", "postgresql://postgres:@/postgres?host=/tmp/x"),
-        (f"postgresql://u@h/db?password={SECRET}&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
-        (f"host=h password={SECRET} dbname=db", "host=h password=*** dbname=db"),
-        (f"host=h password='{SECRET} x' dbname=db", "host=h password=*** dbname=db"),
-    ],
-)
-def test_redact_url(url: str, expected: str) -> None:
-    assert redact_url(url) == expected
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        f"postgresql://u:{SECRET}@h/db",
-        f"postgresql://u:{SECRET}@@h/db",  # unencoded @ in the password
-        f"postgresql://u:{SECRET}/x@h/db",  # unencoded / in the password
-        f"postgresql://u:{SECRET}@h/db?password={SECRET}",
-        f"garbage://u:{SECRET}@",
-    ],
-)
-def test_redact_url_never_shows_the_password(url: str) -> None:
-    assert SECRET not in redact_url(url)
-    assert "***" in redact_url(url)
 
 
 # --------------------------------------------------------------------------- DSN, engine, connect

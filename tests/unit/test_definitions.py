@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import pytest
 
 from gestimum_pipeline.definitions import defs
+from gestimum_pipeline.defs.build import build_definitions
+from gestimum_pipeline.defs.settings import Settings
 
 
 def test_definitions_load() -> None:
@@ -63,19 +63,17 @@ def _check_specs() -> dict[dg.AssetCheckKey, dg.AssetCheckSpec]:
 
 
 def test_freshness_and_waiting_age_follow_the_configured_lag() -> None:
-    probe = (
-        "import dagster as dg; from gestimum_pipeline.definitions import defs; "
-        "p = defs.resolve_asset_graph().get(dg.AssetKey(['gestimum', 'clients'])).freshness_policy; "
-        "c = {k.name: d.get_spec_for_check_key(k) for d in defs.asset_checks for k in d.check_keys}; "
-        "print(type(p).__name__, p.fail_window.to_timedelta().total_seconds(), "
-        "p.warn_window.to_timedelta().total_seconds(), '90 minutes' in c['no_rows_waiting_too_long'].description)"
+    configured = build_definitions(
+        Settings.from_env({"GESTIMUM_MAX_LAG_MINUTES": "45", "GESTIMUM_MAX_WAITING_MINUTES": "90"})
     )
-    env = {**os.environ, "GESTIMUM_MAX_LAG_MINUTES": "45", "GESTIMUM_MAX_WAITING_MINUTES": "90"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["TimeWindowFreshnessPolicy", "2700.0", "1800.0", "True"]
-    env["GESTIMUM_MAX_LAG_MINUTES"] = "0"
-    bad = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
-    assert bad.returncode != 0 and "GESTIMUM_MAX_LAG_MINUTES must be a positive number of minutes" in bad.stderr
+    p = configured.resolve_asset_graph().get(dg.AssetKey(["gestimum", "clients"])).freshness_policy
+    c = {k.name: d.get_spec_for_check_key(k) for d in configured.asset_checks or () for k in d.check_keys}
+    assert type(p).__name__ == "TimeWindowFreshnessPolicy"
+    assert p.fail_window.to_timedelta().total_seconds() == 2700.0
+    assert p.warn_window.to_timedelta().total_seconds() == 1800.0
+    assert "90 minutes" in (c["no_rows_waiting_too_long"].description or "")
+    with pytest.raises(ValueError, match="GESTIMUM_MAX_LAG_MINUTES must be a positive number of minutes"):
+        Settings.from_env({"GESTIMUM_MAX_LAG_MINUTES": "0"})
 
 
 def test_partitions_include_today_in_the_configured_time_zone() -> None:

@@ -56,7 +56,6 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumDeliveryUnknown,
     GestimumError,
     GestimumProtocolError,
-    redact,
 )
 from gestimum_pipeline.gestimum.journal import (
     ImportResult,
@@ -65,6 +64,7 @@ from gestimum_pipeline.gestimum.journal import (
     failure_from_payload,
     parse_response,
 )
+from gestimum_pipeline.redaction import redact
 
 EXAMPLES: dict[str, tuple[Endpoint, str, str]] = {
     "comptes": (COMPTES, COMPTES_REQUEST, COMPTES_RESPONSE),

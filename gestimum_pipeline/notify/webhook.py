@@ -14,7 +14,6 @@ Links are bare URLs, which every receiver turns into links.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,8 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from gestimum_pipeline.db import redact_url
-from gestimum_pipeline.gestimum.errors import REDACTED, redact, url_secrets
+from gestimum_pipeline.redaction import redact, redact_text, url_secrets
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RETRIES = 3
@@ -36,10 +34,6 @@ MAX_MESSAGE_CHARS = 3000
 MAX_STEP_MESSAGE_CHARS = 1000
 MAX_METADATA_VALUES = 8
 MAX_SAMPLE_ROWS = 3
-
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]]+")
-# libpq keyword form (`password=... host=...`) or a query parameter outside a URL token.
-_PASSWORD_PARAM = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
 
 
 class _CappedRetry(Retry):
@@ -108,13 +102,6 @@ def webhook_host(url: str) -> str:
         return f"{host}:{parts.port}" if parts.port else host
     except ValueError:
         return "?"
-
-
-def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with explicit secrets, passwords inside URLs and `password=` values replaced by `***`."""
-    text = redact(text, secrets)
-    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
-    return _PASSWORD_PARAM.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
 
 
 # --------------------------------------------------------------------------- payloads

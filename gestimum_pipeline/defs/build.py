@@ -1,0 +1,59 @@
+"""The one place the Dagster graph is assembled: `build_definitions(settings)`.
+
+The code location (`gestimum_pipeline/definitions.py`), the tests' harnesses, the demo and
+the bench all call it, so they run the graph production runs. Everything it builds
+derives from `settings` (read once, by `Settings.from_env`) and the endpoint registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
+from gestimum_pipeline.defs.assets import build_assets
+from gestimum_pipeline.defs.checks import build_all_state_checks
+from gestimum_pipeline.defs.partitions import daily_partitions
+from gestimum_pipeline.defs.resources import build_resources
+from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
+from gestimum_pipeline.defs.settings import Settings
+from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
+
+
+def build_definitions(
+    settings: Settings,
+    *,
+    endpoints: EndpointRegistry = ENDPOINTS,
+    resources: Mapping[str, Any] | None = None,
+    state_checks: Sequence[dg.AssetChecksDefinition] | None = None,
+    without_preflight: bool = False,
+) -> dg.Definitions:
+    """The code location's definitions.
+
+    `resources` replace the environment-wired ones by key (tests, demo, bench pass plain
+    values); `state_checks` replace the state-store checks (tests that shorten their
+    thresholds); `without_preflight` leaves the preflight out of the job (tests that
+    count every request Gestimum receives).
+    """
+    job = build_sync_job(without_preflight=without_preflight)
+    checks = build_all_state_checks(settings, endpoints) if state_checks is None else list(state_checks)
+    return dg.Definitions(
+        assets=build_assets(settings, endpoints),
+        asset_checks=checks,
+        jobs=[job],
+        schedules=[build_sync_schedule(settings, job, daily_partitions(settings))],
+        sensors=alert_sensors,
+        resources={
+            **build_resources(settings),
+            "alert_webhook": build_alert_webhook(settings),
+            **(resources or {}),
+        },
+        # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a
+        # time), so they run one after another in the run's process: a process per step
+        # cost about 2 s each, most of a short run. A crash is contained by the state store
+        # (rows in flight are resolved by the next run), not by processes. Pools still hold:
+        # this executor claims slots through the same instance concurrency context.
+        executor=dg.in_process_executor,
+    )
