@@ -5,6 +5,8 @@ Plus unit tests of the plain health findings the state-store checks are built fr
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 from sync_harness import execute, insert_contacts, insert_customers, insert_movements, run_sync
 
@@ -88,8 +90,10 @@ def test_rows_held_longer_than_the_configured_age_fail_the_waiting_check(
     crm_url: str, simulator: GestimumSimulator
 ) -> None:
     _seed_with_rejections(crm_url)
+    assert run_sync(crm_url, simulator.url, partition=DAY).success  # the contact is held from now on
+    time.sleep(0.2)  # a run's steps follow each other in one process, faster than the 0.1 s below
     checks = [c for e in ENDPOINTS.names for c in build_state_checks(e, max_waiting_minutes=1 / 600)]  # 0.1 s
-    run = run_sync(crm_url, simulator.url, partition=DAY, asset_checks=checks)
+    run = run_sync(crm_url, simulator.url, partition=DAY, asset_checks=checks)  # nothing changed: still held
     assert run.success, run.failures
     waiting = run.checks["gestimum/contacts:no_rows_waiting_too_long"]
     assert not waiting.passed and waiting.severity == WARN
