@@ -1,0 +1,181 @@
+"""Small runs, as the user waits for them: the documented command line, whole process.
+
+    python bench/small.py [--customers 1000] [--runs 3] [--json]
+
+The hourly schedule's runs usually have little to do, so what they cost is mostly what
+Dagster costs. This prints, measured in one session on the same machine, the median wall
+time and CPU time (user + sys of the whole process tree) of:
+
+* ``trivial``: a trivial 15-asset daily-partitioned job (bench/trivial_job.py), in process;
+* ``first_run``: the pipeline on a CRM of N customers (one contact, reference and stock
+  movement each, all on one day) with an empty state store;
+* ``noop``: the same command again, nothing changed in the CRM;
+* ``changed``: the same command after 5 customers were edited in the CRM;
+
+with the requests and lines Gestimum (a do-nothing sink, bench/sink.py) received, and the
+ratios to ``trivial``. Timings are figures, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/small.py` puts bench/ first, not the repository
+    sys.path.insert(0, str(ROOT))
+
+from bench.run import DEFAULT_SERVER_URL, Sink  # noqa: E402
+from gestimum_pipeline.crm.ddl import create_reference_schema  # noqa: E402
+from gestimum_pipeline.crm.demo import load_bulk  # noqa: E402
+from gestimum_pipeline.db import connect, create_database, drop_database  # noqa: E402
+
+DAY = date(2024, 1, 2)
+DATABASE = "gestimum_bench_small"
+BIN = Path(sys.executable).parent
+EDITED = 5
+
+
+def materialize_command(module: str, day: str) -> list[str]:
+    """The README's command for one day (a scheduled run's usual range)."""
+    return [str(BIN / "dagster"), "asset", "materialize", "-m", module, "--select", "*", "--partition", day]
+
+
+def timed(command: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall and CPU seconds (the whole process tree, from wait4) of one run; fails loudly."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{out.decode(errors='replace')[-4000:]}")
+    return {"wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+def build_crm(server_url: str, customers: int) -> str:
+    drop_database(server_url, DATABASE)
+    url = create_database(server_url, DATABASE)
+    conn = connect(url, "bench database")
+    try:
+        create_reference_schema(conn, "crm")
+        load_bulk(conn, "crm", customers, start=DAY, days=1)
+        conn.commit()
+    finally:
+        conn.close()
+    return url
+
+
+def sql(url: str, statement: str) -> None:
+    conn = connect(url, "bench database")
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def median(samples: list[dict[str, float]], sink_samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "wall_seconds": round(statistics.median(s["wall_seconds"] for s in samples), 2),
+        "cpu_seconds": round(statistics.median(s["cpu_seconds"] for s in samples), 2),
+        "runs": len(samples),
+        "requests": [sum(s["requests"].values()) for s in sink_samples],
+        "lines": [sum(s["lines"].values()) for s in sink_samples],
+    }
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    crm_url = build_crm(args.database_url, args.customers)
+    sink = Sink()
+    home = Path(tempfile.mkdtemp(prefix="gestimum-bench-small-"))
+    try:
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+        env.update(
+            DAGSTER_HOME=str(home),
+            PYTHONPATH=str(ROOT),
+            CRM_DATABASE_URL=crm_url,
+            GESTIMUM_URL=sink.url,
+            GESTIMUM_FICHIER="BENCH.Gestimum",
+            GESTIMUM_UTILISATEUR="BENCH",
+            GESTIMUM_MOT_PASSE="",
+        )
+        day = DAY.isoformat()
+        pipeline = materialize_command("gestimum_pipeline.definitions", day)
+        results: dict[str, Any] = {}
+
+        def variant(name: str, command: list[str], before: str | None = None) -> None:
+            samples, received = [], []
+            for _ in range(args.runs):
+                if before:
+                    sql(crm_url, before)
+                sink.reset()
+                samples.append(timed(command, env))
+                received.append(sink.stats())
+            results[name] = median(samples, received)
+            print(f"[bench] {name}: {results[name]}", file=sys.stderr)
+
+        timed(materialize_command("bench.trivial_job", day), env)  # warm-up: imports, the instance's tables
+        variant("trivial", materialize_command("bench.trivial_job", day))
+        variant("first_run", pipeline, before="DROP SCHEMA IF EXISTS gestimum_sync CASCADE")
+        variant("noop", pipeline)
+        # A new name (toggled, so each run edits again) and a later change time within the day.
+        touch = (
+            "UPDATE crm.customers SET updated_at = updated_at + interval '1 second',"
+            " name = CASE WHEN name LIKE '% bis' THEN left(name, -4) ELSE name || ' bis' END"
+            f" WHERE code IN (SELECT code FROM crm.customers ORDER BY code LIMIT {EDITED})"
+        )
+        variant("changed", pipeline, before=touch)
+    finally:
+        sink.close()
+        shutil.rmtree(home, ignore_errors=True)
+        if not args.keep:
+            drop_database(args.database_url, DATABASE)
+    trivial = results["trivial"]
+    for name in ("first_run", "noop", "changed"):
+        results[name]["to_trivial_wall"] = round(results[name]["wall_seconds"] / trivial["wall_seconds"], 2)
+        results[name]["to_trivial_cpu"] = round(results[name]["cpu_seconds"] / trivial["cpu_seconds"], 2)
+    return {"customers": args.customers, "day": DAY.isoformat(), "edited_customers": EDITED, **results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3, help="runs per variant; the median is printed")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("GESTIMUM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
+        help="a PostgreSQL server (a role that may CREATE DATABASE)",
+    )
+    args = parser.parse_args(argv)
+    results = bench(args)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"small runs, {args.customers} customers on {results['day']}, median of {args.runs} (whole process):")
+    for name in ("trivial", "first_run", "noop", "changed"):
+        r = results[name]
+        ratio = f"  x{r['to_trivial_wall']} wall, x{r['to_trivial_cpu']} CPU of trivial" if name != "trivial" else ""
+        print(
+            f"  {name:10} {r['wall_seconds']:7.2f} s wall {r['cpu_seconds']:7.2f} s CPU"
+            f"  requests {r['requests']} lines {r['lines']}{ratio}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
