@@ -2,7 +2,7 @@
 
 One deployment for the module: a CRM database loaded with the demo data (rows Gestimum or
 our validation reject included), the Gestimum simulator, a DAGSTER_HOME, the demo's own
-sync run into that instance (gestimum_pipeline/demo.py's steps), then `dagster dev`
+sync run into that instance (gestimum_pipeline/demo.py's steps), then `dg dev`
 (webserver and daemon) with the sync's environment, as the data team would run it.
 
 * The browser test drives a headless Chromium with Playwright. No browser can be
@@ -59,6 +59,7 @@ from gestimum_pipeline.sync.state import StateStore
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
+REPO = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Paris"
 TODAY = datetime.now(ZoneInfo(TIMEZONE)).date()
 START_DATE = TODAY - timedelta(days=10)  # earlier than the demo's days, so the backfill's days are partitions
@@ -66,7 +67,7 @@ START_DATE = TODAY - timedelta(days=10)  # earlier than the demo's days, so the 
 # backfill makes one run per stretch (the assets' backfill policy is single-run).
 BACKFILL_DAYS = [TODAY - timedelta(days=7), TODAY - timedelta(days=6), TODAY - timedelta(days=4)]
 SINKS = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
-LOCATION = "gestimum_pipeline.definitions"  # what `dagster dev -m <module>` names the code location
+LOCATION = "gestimum_pipeline"  # [tool.dg.project] code_location_name
 BACKFILL_TIMEOUT_SECONDS = 240.0
 PAGE_TIMEOUT_MS = 60_000
 CHROMIUM_ARGS = [
@@ -80,7 +81,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 900}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")  # Debian's, Ubuntu's, Google's
-# One module fixture (the deployment, `dagster dev`) for both tests: keep them on one worker.
+# One module fixture (the deployment, `dg dev`) for both tests: keep them on one worker.
 pytestmark = pytest.mark.xdist_group("dagster_ui")
 
 BACKFILL_STATUS = """
@@ -113,7 +114,7 @@ class Deployment:
     summary: dict[str, EndpointSummary]  # what that run's asset metadata recorded
 
     def log_tail(self) -> str:
-        return "`dagster dev` log, last lines:\n" + log_tail(self.log, 60)
+        return "`dg dev` log, last lines:\n" + log_tail(self.log, 60)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +147,8 @@ def deployment(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             log = root / "dagster_dev.log"
             dev = stack.enter_context(
                 process_group(
-                    [str(BIN / "dagster"), "dev", "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
+                    # The documented command, on the repository's project ([tool.dg]).
+                    [str(BIN / "dg"), "dev", "--target-path", str(REPO), "-h", "127.0.0.1", "-p", str(port)],
                     cwd=root,
                     env=process_env,
                     log=log,
