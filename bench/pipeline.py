@@ -72,9 +72,9 @@ def run(setup: Setup) -> dict[str, Any]:
         asset_seconds += seconds
         endpoints[name] = {
             "rows": stage["rows_read"],
-            "staged": stage["lines_staged"],
+            "staged": stage["dagster/row_count"],
             "unchanged": stage["unchanged"],
-            "lines_sent": send["lines_sent"],
+            "lines_sent": send["dagster/row_count"],
             "requests": send["requests"],
             "stage_seconds": stage["duration_seconds"],
             "send_seconds": send["duration_seconds"],

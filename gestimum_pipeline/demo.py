@@ -229,7 +229,7 @@ def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSumma
             s.rejected_locally = int(meta.get("rejected_locally", 0))
         elif kind == "gestimum":
             s = summary.setdefault(name, EndpointSummary(name))
-            s.sent = int(meta.get("lines_sent", 0))
+            s.sent = int(meta.get("dagster/row_count", 0))
             s.imported = int(meta.get("imported", 0))
             s.rejected_by_gestimum = int(meta.get("rejected", 0))
             s.held = int(meta.get("held_for_parent", 0))

@@ -15,6 +15,7 @@ import dagster as dg
 from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
 from gestimum_pipeline.defs.assets import build_assets
 from gestimum_pipeline.defs.checks import build_all_state_checks
+from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
@@ -37,7 +38,10 @@ def build_definitions(
     thresholds); `without_preflight` leaves the preflight out of the job (tests that
     count every request Gestimum receives).
     """
-    job = build_sync_job(without_preflight=without_preflight)
+    job = build_sync_job(
+        without_preflight=without_preflight,
+        tags={COMPANY_FILE_TAG: tag_value(settings.company_file or "default")},
+    )
     checks = build_all_state_checks(settings, endpoints) if state_checks is None else list(state_checks)
     return dg.Definitions(
         assets=build_assets(settings, endpoints),

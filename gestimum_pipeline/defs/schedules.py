@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import dagster as dg
 
+from gestimum_pipeline.defs.metadata import TRIGGER_TAG
 from gestimum_pipeline.defs.settings import Settings
 
 SYNC_JOB = "gestimum_sync"
 PREFLIGHT_KEY = dg.AssetKey(["sync", "preflight"])
 
 
-def build_sync_job(*, without_preflight: bool = False) -> dg.UnresolvedAssetJobDefinition:
+def build_sync_job(
+    *, without_preflight: bool = False, tags: Mapping[str, str] | None = None
+) -> dg.UnresolvedAssetJobDefinition:
     """The whole sync; `without_preflight` leaves out its first step (tests that count every request)."""
     selection = dg.AssetSelection.all()  # partitioned daily, like every asset it selects
     if without_preflight:
@@ -21,6 +25,8 @@ def build_sync_job(*, without_preflight: bool = False) -> dg.UnresolvedAssetJobD
         name=SYNC_JOB,
         selection=selection,
         description="The whole sync: CRM sources, transforms and the Gestimum imports, in dependency order.",
+        # Launched by hand unless the schedule's run request says otherwise.
+        tags={TRIGGER_TAG: "manual", **(tags or {})},
     )
 
 
@@ -38,6 +44,10 @@ def build_sync_schedule(
         now = context.scheduled_execution_time
         keys = [(now - timedelta(days=1)).strftime("%Y-%m-%d"), now.strftime("%Y-%m-%d")]
         valid = set(partitions.get_partition_keys(current_time=now))
-        return [dg.RunRequest(run_key=f"{key}@{now.isoformat()}", partition_key=key) for key in keys if key in valid]
+        return [
+            dg.RunRequest(run_key=f"{key}@{now.isoformat()}", partition_key=key, tags={TRIGGER_TAG: "schedule"})
+            for key in keys
+            if key in valid
+        ]
 
     return sync_schedule

@@ -90,6 +90,10 @@ class Settings:
     max_retries: int = 3
     lookback_minutes: int = 180  # GESTIMUM_SYNC_LOOKBACK_MINUTES
     account_prefix: str = DEFAULT_ACCOUNT_PREFIX  # GESTIMUM_ACCOUNT_PREFIX
+    # Re-executions of a source or transform step after a transient database error, with
+    # exponential backoff from this delay; sinks are never re-executed automatically.
+    step_retries: int = 2  # GESTIMUM_STEP_RETRIES
+    step_retry_delay_seconds: float = 2.0  # GESTIMUM_STEP_RETRY_DELAY_SECONDS
     alert_webhook_configured: bool = False  # GESTIMUM_ALERT_WEBHOOK_URL is set (its value is a secret)
     ui_url: str = ""  # GESTIMUM_UI_URL
 
@@ -116,6 +120,8 @@ class Settings:
             max_retries=read.integer("GESTIMUM_MAX_RETRIES", cls.max_retries),
             lookback_minutes=read.integer("GESTIMUM_SYNC_LOOKBACK_MINUTES", cls.lookback_minutes),
             account_prefix=read.text("GESTIMUM_ACCOUNT_PREFIX", cls.account_prefix),
+            step_retries=read.integer("GESTIMUM_STEP_RETRIES", cls.step_retries),
+            step_retry_delay_seconds=read.real("GESTIMUM_STEP_RETRY_DELAY_SECONDS", cls.step_retry_delay_seconds),
             alert_webhook_configured=bool(read.raw(ALERT_WEBHOOK_ENV)),
             ui_url=read.raw(UI_URL_ENV),
         )

@@ -141,4 +141,4 @@ def state_records(url: str, endpoint: str) -> dict[str, dict[str, Any]]:
 
 
 def sent_lines(run: SyncRun) -> dict[str, int]:
-    return {k: v["lines_sent"] for k, v in run.metadata.items() if k.startswith("gestimum/")}
+    return {k: v["dagster/row_count"] for k, v in run.metadata.items() if k.startswith("gestimum/")}
