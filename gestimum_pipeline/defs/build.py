@@ -16,6 +16,7 @@ from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
 from gestimum_pipeline.defs.assets import build_assets
 from gestimum_pipeline.defs.checks import build_all_state_checks
 from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
+from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
@@ -46,7 +47,7 @@ def build_definitions(
     return dg.Definitions(
         assets=build_assets(settings, endpoints),
         asset_checks=checks,
-        jobs=[job],
+        jobs=[job, *build_operator_jobs(endpoints)],
         schedules=[build_sync_schedule(settings, job, daily_partitions(settings))],
         sensors=alert_sensors,
         resources={
