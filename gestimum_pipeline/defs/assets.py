@@ -8,6 +8,7 @@ whereabouts is durable in the state store between steps.
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -79,16 +80,43 @@ def _partitioned(partitions: dg.PartitionsDefinition) -> dict[str, Any]:
     return {"owners": OWNERS, "partitions_def": partitions, "backfill_policy": backfill_policy}
 
 
-def source_key(relation: str) -> dg.AssetKey:
-    return dg.AssetKey(["crm", relation])
+def source_key(relation: str, settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key("crm", relation)
 
 
-def transform_key(endpoint: str) -> dg.AssetKey:
-    return dg.AssetKey(["transform", endpoint])
+def transform_key(endpoint: str, settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key("transform", endpoint)
 
 
-def sink_key(endpoint: str) -> dg.AssetKey:
-    return dg.AssetKey(["gestimum", endpoint])
+def sink_key(endpoint: str, settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key("gestimum", endpoint)
+
+
+def preflight_key(settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key(*PREFLIGHT_KEY.path)
+
+
+_UNSCOPED = Settings()
+RESOURCE_NAMES = ("crm", "gestimum", "sync_state", "sync_options")
+
+
+@dataclass(frozen=True)
+class _Resources:
+    """A company file's resources, under its resource keys (Settings.scoped): several company
+    files in one code location each have their own."""
+
+    crm: CrmDatabase
+    gestimum: GestimumApi
+    sync_state: SyncStateDatabase
+    sync_options: SyncOptions
+
+
+def _resource_keys(settings: Settings) -> set[str]:
+    return {settings.scoped(name) for name in RESOURCE_NAMES}
+
+
+def _resources(context: dg.AssetExecutionContext, settings: Settings) -> _Resources:
+    return _Resources(*(getattr(context.resources, settings.scoped(name)) for name in RESOURCE_NAMES))
 
 
 def _window(context: dg.AssetExecutionContext, options: SyncOptions) -> Window:
@@ -131,9 +159,11 @@ def _asset_tags(settings: Settings, endpoint: str | None = None) -> dict[str, st
     return tags
 
 
-def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
-        key=PREFLIGHT_KEY,
+        key=preflight_key(settings),
+        required_resource_keys=_resource_keys(settings),
+        tags=_asset_tags(settings),
         group_name="sync",
         kinds={"python"},
         **_partitioned(partitions),
@@ -141,13 +171,9 @@ def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         "(an empty Comptes import in test mode: credentials and company file, nothing stored) before any data "
         "moves. When it fails, the run stops here with each problem and the setting to fix.",
     )
-    def preflight(
-        context: dg.AssetExecutionContext,
-        crm: CrmDatabase,
-        gestimum: GestimumApi,
-        sync_state: SyncStateDatabase,
-        sync_options: SyncOptions,
-    ) -> dg.MaterializeResult:
+    def preflight(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        res = _resources(context, settings)
+        crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         report = run_preflight(crm, gestimum, sync_state, sync_options, context.log)
         if not report.ok:
             raise ConfigurationError(description=report.failure_message())
@@ -174,8 +200,9 @@ def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
 
 def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
-        key=source_key(relation),
-        deps=[PREFLIGHT_KEY],
+        key=source_key(relation, settings),
+        deps=[preflight_key(settings)],
+        required_resource_keys=_resource_keys(settings),
         group_name="crm",
         kinds={"postgres"},
         **_partitioned(partitions),
@@ -187,16 +214,16 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         check_specs=[
             dg.AssetCheckSpec(
                 SOURCE_CONTRACT_CHECK,
-                asset=source_key(relation),
+                asset=source_key(relation, settings),
                 blocking=True,
                 description=f"`{relation}` has the source contract's columns, a timestamptz change column, and "
                 "is readable; checked before any row is read, and nothing downstream runs when it fails.",
             )
         ],
     )
-    def _source(
-        context: dg.AssetExecutionContext, crm: CrmDatabase, sync_options: SyncOptions
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    def _source(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        res = _resources(context, settings)
+        crm, sync_options = res.crm, res.sync_options
         window = _window(context, sync_options)
         schema = validate_identifier(crm.schema_name, "CRM_SCHEMA")
         try:
@@ -270,8 +297,9 @@ def build_transform(
     endpoint, relation = spec.name, spec.relation
 
     @dg.asset(
-        key=transform_key(endpoint),
-        deps=[source_key(relation)],
+        key=transform_key(endpoint, settings),
+        deps=[source_key(relation, settings)],
+        required_resource_keys=_resource_keys(settings),
         group_name="transform",
         kinds={"python", "postgres"},
         **_partitioned(partitions),
@@ -283,13 +311,9 @@ def build_transform(
         description=f"`{relation}` rows mapped to Gestimum {endpoint} lines and validated; changed rows are "
         "staged in the sync state store, invalid ones rejected there with their reason.",
     )
-    def _transform(
-        context: dg.AssetExecutionContext,
-        crm: CrmDatabase,
-        gestimum: GestimumApi,
-        sync_state: SyncStateDatabase,
-        sync_options: SyncOptions,
-    ) -> dg.MaterializeResult:
+    def _transform(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        res = _resources(context, settings)
+        crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         window = _window(context, sync_options)
         try:
             schema = crm.checked_schema([relation])
@@ -396,14 +420,15 @@ def build_sink(
     spec: EndpointSpec, partitions: dg.PartitionsDefinition, settings: Settings, endpoints: EndpointRegistry
 ) -> dg.AssetsDefinition:
     endpoint_name, endpoint = spec.name, spec.wire
-    deps = [transform_key(endpoint_name)]
+    deps = [transform_key(endpoint_name, settings)]
     if spec.parent is not None:
-        deps.append(sink_key(spec.parent))
-    lineage = column_lineage(spec, source_key(spec.relation))
+        deps.append(sink_key(spec.parent, settings))
+    lineage = column_lineage(spec, source_key(spec.relation, settings))
 
     @dg.asset(
-        key=sink_key(endpoint_name),
+        key=sink_key(endpoint_name, settings),
         deps=deps,
+        required_resource_keys=_resource_keys(settings),
         group_name="gestimum",
         kinds={"gestimum", "api"},
         **_partitioned(partitions),
@@ -418,7 +443,7 @@ def build_sink(
         check_specs=[
             dg.AssetCheckSpec(
                 STATISTICS_CHECK,
-                asset=sink_key(endpoint_name),
+                asset=sink_key(endpoint_name, settings),
                 blocking=True,
                 description="Gestimum's statistics add up to the lines sent, every rejected line has its reason, "
                 "imported stock lines have documents, and the state store recorded every answer. When it fails, "
@@ -426,12 +451,9 @@ def build_sink(
             )
         ],
     )
-    def _sink(
-        context: dg.AssetExecutionContext,
-        gestimum: GestimumApi,
-        sync_state: SyncStateDatabase,
-        sync_options: SyncOptions,
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    def _sink(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        res = _resources(context, settings)
+        gestimum, sync_state, sync_options = res.gestimum, res.sync_state, res.sync_options
         client = gestimum.client(context.log)
         try:
             state = sync_state.open(endpoints)
@@ -499,7 +521,7 @@ def build_assets(settings: Settings, endpoints: EndpointRegistry) -> list[dg.Ass
     """The preflight, one source per CRM relation, and a transform and a sink per endpoint."""
     partitions = daily_partitions(settings)
     return [
-        build_preflight(partitions),
+        build_preflight(partitions, settings),
         *(build_source(relation, partitions, settings) for relation in endpoints.relations),
         *(build_transform(spec, partitions, settings, endpoints) for spec in endpoints),
         *(build_sink(spec, partitions, settings, endpoints) for spec in endpoints),

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import dagster as dg
 from pydantic import Field
 
+from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.resources import SyncStateDatabase
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync import operator
 from gestimum_pipeline.sync.endpoints import EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
@@ -72,26 +74,27 @@ def _run(
     return outcome
 
 
-def build_operator_jobs(endpoints: EndpointRegistry, prefix: str = "") -> list[dg.JobDefinition]:
-    """The three jobs; `prefix` keeps several company files' jobs apart in one code location."""
-    tags = {"gestimum/trigger": "operator"}
+def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list[dg.JobDefinition]:
+    """The three jobs of one company file (Settings.scoped names them, and its state store's key)."""
+    tags = {"gestimum/trigger": "operator", COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
+    state_key = settings.scoped("sync_state")
 
-    @dg.op(name=f"{prefix}retry_rows", tags=tags)
-    def retry_rows(context: dg.OpExecutionContext, config: RetryConfig, sync_state: SyncStateDatabase) -> None:
+    @dg.op(name=settings.scoped("retry_rows"), tags=tags, required_resource_keys={state_key})
+    def retry_rows(context: dg.OpExecutionContext, config: RetryConfig) -> None:
         _run(
             context,
-            sync_state,
+            getattr(context.resources, state_key),
             endpoints,
             lambda store: operator.retry(
                 store, endpoints, config.endpoint, config.source_keys, actor=config.actor, run_id=context.run_id
             ),
         )
 
-    @dg.op(name=f"{prefix}ignore_rows", tags=tags)
-    def ignore_rows(context: dg.OpExecutionContext, config: IgnoreConfig, sync_state: SyncStateDatabase) -> None:
+    @dg.op(name=settings.scoped("ignore_rows"), tags=tags, required_resource_keys={state_key})
+    def ignore_rows(context: dg.OpExecutionContext, config: IgnoreConfig) -> None:
         _run(
             context,
-            sync_state,
+            getattr(context.resources, state_key),
             endpoints,
             lambda store: operator.ignore(
                 store,
@@ -104,11 +107,11 @@ def build_operator_jobs(endpoints: EndpointRegistry, prefix: str = "") -> list[d
             ),
         )
 
-    @dg.op(name=f"{prefix}reconcile_rows", tags=tags)
-    def reconcile_rows(context: dg.OpExecutionContext, config: ReconcileConfig, sync_state: SyncStateDatabase) -> None:
+    @dg.op(name=settings.scoped("reconcile_rows"), tags=tags, required_resource_keys={state_key})
+    def reconcile_rows(context: dg.OpExecutionContext, config: ReconcileConfig) -> None:
         _run(
             context,
-            sync_state,
+            getattr(context.resources, state_key),
             endpoints,
             lambda store: operator.reconcile(
                 store,
@@ -122,7 +125,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, prefix: str = "") -> list[d
         )
 
     def job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
-        @dg.job(name=f"{prefix}{name}", description=description, tags=tags, executor_def=dg.in_process_executor)
+        @dg.job(name=settings.scoped(name), description=description, tags=tags, executor_def=dg.in_process_executor)
         def _job() -> None:
             op()
 
