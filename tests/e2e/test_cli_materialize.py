@@ -69,7 +69,10 @@ def test_materialize_a_partition_range_from_the_command_line(
 
 def test_dg_check_defs_on_the_project(tmp_path: Path) -> None:
     env = _env("postgresql://unused@127.0.0.1/unused", "http://127.0.0.1:9/", tmp_path)
-    done = subprocess.run([*DG, "check", "defs"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    env["VIRTUAL_ENV"] = sys.prefix  # `--use-active-venv`: this test's environment has the project
+    done = subprocess.run(
+        [*DG, "check", "defs", "--use-active-venv"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "All definitions loaded successfully" in output

@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 REPO = Path(__file__).resolve().parents[2]
+# `--use-active-venv` (VIRTUAL_ENV set below): the project as installed in this test's environment.
+DG_DEV = [str(BIN / "dg"), "dev", "--target-path", str(REPO), "--use-active-venv"]
 TIMEZONE = "Europe/Paris"
 TODAY = datetime.now(ZoneInfo(TIMEZONE)).date()
 START_DATE = TODAY - timedelta(days=10)  # earlier than the demo's days, so the backfill's days are partitions
@@ -144,11 +147,12 @@ def deployment(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
                 k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))
             }
             process_env.update(env)
+            process_env["VIRTUAL_ENV"] = sys.prefix  # `dg dev --use-active-venv`: this test's environment
             log = root / "dagster_dev.log"
             dev = stack.enter_context(
                 process_group(
                     # The documented command, on the repository's project ([tool.dg]).
-                    [str(BIN / "dg"), "dev", "--target-path", str(REPO), "-h", "127.0.0.1", "-p", str(port)],
+                    [*DG_DEV, "-h", "127.0.0.1", "-p", str(port)],
                     cwd=root,
                     env=process_env,
                     log=log,
@@ -264,6 +268,7 @@ def test_the_ui_shows_the_sync_its_counts_and_a_rejected_row(
                 _asset_graph(page, deployment, shots)
                 _clients_page(page, deployment, shots)
                 _rejected_row_check(page, deployment, shots)
+                _column_lineage(page, deployment, shots)
             except Exception as exc:  # a failed expectation, or a page element that never came
                 page.screenshot(path=str(shots / "failure.png"))
                 exc.add_note(f"screenshot of the page: {shots / 'failure.png'}\n{deployment.log_tail()}")
@@ -424,3 +429,44 @@ def test_a_backfill_launched_through_graphql_lands_its_days(deployment: Deployme
         stype, warehouse, item, quantity = movements[record["source_key"]]
         assert (document["stype"], document["warehouse"]) == (stype, warehouse), record
         assert any(line["ART_CODE"] == item and line["MVT_QTE"] == quantity for line in document["lines"]), record
+
+
+COLUMN_LINEAGE = """
+query($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        metadataEntries {
+          label
+          ... on TableColumnLineageMetadataEntry { lineage { columnName columnDeps { assetKey { path } columnName } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _column_lineage(page: Page, deployment: Deployment, shots: Path) -> None:
+    """A sink's columns and column lineage: each Gestimum field code from the CRM columns it is
+    computed from (CCT_NOM from last_name and first_name). The webserver serves the lineage to the
+    UI (checked through its GraphQL API; the open-source UI draws no column lineage graph, a
+    Dagster+ view, and keeps the entry out of its metadata table); the page shows the field codes
+    as the sink's columns and its row count."""
+    from playwright.sync_api import expect
+
+    answer = graphql(deployment.webserver_url, COLUMN_LINEAGE, {"path": ["gestimum", "contacts"]})
+    entries = answer["assetOrError"]["assetMaterializations"][0]["metadataEntries"]
+    lineage = next(e["lineage"] for e in entries if e["label"] == "dagster/column_lineage")
+    deps = {
+        column["columnName"]: {(tuple(d["assetKey"]["path"]), d["columnName"]) for d in column["columnDeps"]}
+        for column in lineage
+    }
+    assert deps["CCT_NOM"] == {(("crm", "contacts"), "last_name"), (("crm", "contacts"), "first_name")}, deps
+    assert deps["CCT_ORIGIN"] == {(("crm", "contacts"), "customer_code")}, deps
+    page.goto(deployment.webserver_url + "assets/gestimum/contacts")
+    expect(page.get_by_text("Columns", exact=True).first).to_be_visible()
+    for column in ("CCT_CODE", "CCT_NOM", "CCT_ORIGIN"):
+        expect(page.get_by_role("cell", name=column, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Row count", exact=True).first).to_be_visible()
+    page.screenshot(path=str(shots / "sink-columns.png"))
