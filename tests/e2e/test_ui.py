@@ -160,6 +160,7 @@ def deployment(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             )
             wait_for_webserver(webserver_url, dev, log)
             _wait_for_code_location(webserver_url, log)
+            assert "SupersessionWarning" not in log.read_text(errors="replace"), log_tail(log)
             yield Deployment(crm_url, simulator, dagster_home, webserver_url, log, run_id, summary)
     finally:
         drop_database(pg_server_url, name, setting="GESTIMUM_TEST_DATABASE_URL")
