@@ -7,12 +7,14 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gestimum_pipeline.sync.endpoints import EndpointRegistry
+    from gestimum_pipeline.sync.operator import ActionOutcome
+    from gestimum_pipeline.sync.state import StateStore
 
 STATE_URL_HELP = "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL)"
 
@@ -140,7 +142,7 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
         raise SystemExit("not confirmed; nothing changed")
 
 
-def _report(outcome: Any) -> int:
+def _report(outcome: ActionOutcome) -> int:
     print(f"{outcome.action}: {len(outcome.changed)} rows now {outcome.to_status}")
     if outcome.without_line:
         # A row refused locally has no line to send: only a corrected CRM row can be staged again.
@@ -154,7 +156,7 @@ def _report(outcome: Any) -> int:
     return 0 if outcome.complete else 1
 
 
-def _act(args: argparse.Namespace, what: str, operation: Any) -> int:
+def _act(args: argparse.Namespace, what: str, operation: Callable[[StateStore], ActionOutcome]) -> int:
     """Confirms, then applies `operation(store)` (sync/operator.py, shared with the UI's jobs)."""
     from gestimum_pipeline.sync.operator import OperatorError
 
