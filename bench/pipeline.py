@@ -1,7 +1,7 @@
 """The pipeline as users run it: the `gestimum_sync` Dagster job over one partition range, in one run.
 
 `execute_in_process` runs every asset (sources, transforms, sinks) and the asset checks
-in this process, exactly as `dagster asset materialize --partition-range` does with the
+in this process, exactly as `dg launch --partition-range` does with the
 in-process executor. Each asset's own timing comes from its metadata; the rest of the
 run's wall time is Dagster's overhead (events, storage, step orchestration).
 """
@@ -72,9 +72,9 @@ def run(setup: Setup) -> dict[str, Any]:
         asset_seconds += seconds
         endpoints[name] = {
             "rows": stage["rows_read"],
-            "staged": stage["lines_staged"],
+            "staged": stage["dagster/row_count"],
             "unchanged": stage["unchanged"],
-            "lines_sent": send["lines_sent"],
+            "lines_sent": send["dagster/row_count"],
             "requests": send["requests"],
             "stage_seconds": stage["duration_seconds"],
             "send_seconds": send["duration_seconds"],

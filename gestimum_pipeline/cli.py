@@ -7,12 +7,14 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gestimum_pipeline.sync.endpoints import EndpointRegistry
+    from gestimum_pipeline.sync.operator import ActionOutcome
+    from gestimum_pipeline.sync.state import StateStore
 
 STATE_URL_HELP = "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL)"
 
@@ -140,67 +142,77 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
         raise SystemExit("not confirmed; nothing changed")
 
 
-def _apply(
-    args: argparse.Namespace,
-    action: str,
-    from_statuses: Sequence[str],
-    to_status: str,
-    *,
-    needs_line: bool = False,
-    **kw: Any,
-) -> int:
-    _check_endpoint(args)
-    if not args.actor.strip():
-        raise SystemExit("who is acting? pass --actor NAME (it is recorded with the action)")
-    _confirm(args, f"{action} {len(args.keys)} {args.endpoint} rows")
-    store = _open_state(args)
-    try:
-        keys, without_line = store.sendable_keys(args.endpoint, args.keys) if needs_line else (args.keys, [])
-        changed = (
-            store.apply_action(
-                action, args.endpoint, keys, actor=args.actor, from_statuses=from_statuses, to_status=to_status, **kw
-            )
-            if keys
-            else []
-        )
-    finally:
-        store.close()
-    print(f"{action}: {len(changed)} rows now {to_status}")
-    refused = sorted(set(without_line))
-    if refused:
+def _report(outcome: ActionOutcome) -> int:
+    print(f"{outcome.action}: {len(outcome.changed)} rows now {outcome.to_status}")
+    if outcome.without_line:
         # A row refused locally has no line to send: only a corrected CRM row can be staged again.
         print(
             f"not changed (rejected locally, nothing to re-send: fix the CRM row, the next run stages it): "
-            f"{', '.join(refused)}",
+            f"{', '.join(outcome.without_line)}",
             file=sys.stderr,
         )
-    skipped = sorted(set(args.keys) - set(changed) - set(refused))
-    if skipped:
-        print(f"not changed (not in {'/'.join(from_statuses)}): {', '.join(skipped)}", file=sys.stderr)
-    return 1 if refused or skipped else 0
+    if outcome.skipped:
+        print(f"not changed (not in {'/'.join(outcome.from_statuses)}): {', '.join(outcome.skipped)}", file=sys.stderr)
+    return 0 if outcome.complete else 1
+
+
+def _act(args: argparse.Namespace, what: str, operation: Callable[[StateStore], ActionOutcome]) -> int:
+    """Confirms, then applies `operation(store)` (sync/operator.py, shared with the UI's jobs)."""
+    from gestimum_pipeline.sync.operator import OperatorError
+
+    if not args.actor.strip():
+        raise SystemExit("who is acting? pass --actor NAME (it is recorded with the action)")
+    _confirm(args, what)
+    store = _open_state(args)
+    try:
+        return _report(operation(store))
+    except OperatorError as exc:
+        raise SystemExit(str(exc)) from None
+    finally:
+        store.close()
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
-    # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
-    return _apply(args, "retry", ("rejected", "held", "ignored"), "pending", needs_line=True)
+    from gestimum_pipeline.sync import operator
+
+    _check_endpoint(args)
+    return _act(
+        args,
+        f"retry {len(args.keys)} {args.endpoint} rows",
+        lambda store: operator.retry(store, args.endpoints, args.endpoint, args.keys, actor=args.actor),
+    )
 
 
 def _cmd_ignore(args: argparse.Namespace) -> int:
-    return _apply(args, "ignore", ("rejected", "held", "pending"), "ignored", reason=args.note)
+    from gestimum_pipeline.sync import operator
+
+    _check_endpoint(args)
+    return _act(
+        args,
+        f"ignore {len(args.keys)} {args.endpoint} rows",
+        lambda store: operator.ignore(
+            store, args.endpoints, args.endpoint, args.keys, actor=args.actor, note=args.note
+        ),
+    )
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
-    # Only endpoints whose requests create documents leave rows whose delivery is unknown.
-    documents = [spec.name for spec in args.endpoints if spec.creates_documents]
-    if not documents:
-        raise SystemExit("no endpoint creates documents: nothing to reconcile")
-    args.endpoint = documents[0]
-    if args.delivered:
-        if not (args.document or "").strip():
-            raise SystemExit("--delivered needs --document: the Gestimum document these movements became")
-        args.document = args.document.strip()
-        return _apply(args, "reconcile-delivered", ("delivery_unknown",), "imported", document=args.document)
-    return _apply(args, "reconcile-release", ("delivery_unknown",), "pending")
+    from gestimum_pipeline.sync import operator
+
+    try:
+        endpoint = operator.document_endpoint(args.endpoints)
+    except operator.OperatorError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.delivered and not (args.document or "").strip():
+        raise SystemExit("--delivered needs --document: the Gestimum document these movements became")
+    action = "reconcile-delivered" if args.delivered else "reconcile-release"
+    return _act(
+        args,
+        f"{action} {len(args.keys)} {endpoint} rows",
+        lambda store: operator.reconcile(
+            store, args.endpoints, args.keys, actor=args.actor, delivered=args.delivered, document=args.document
+        ),
+    )
 
 
 def _cmd_actions(args: argparse.Namespace) -> int:

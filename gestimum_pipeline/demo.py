@@ -115,7 +115,7 @@ def run_demo(
     _print_summary(summary, out)
     print(
         f"\nRun {run_id} is recorded in {dagster_home}. To browse it in the Dagster UI:\n"
-        f"  DAGSTER_HOME={dagster_home} dagster dev -m gestimum_pipeline.definitions\n"
+        f"  DAGSTER_HOME={dagster_home} dg dev   # from the repository root\n"
         "(the UI shows the run, its asset metadata and checks; re-running needs the environment of README's "
         "'Configuration').",
         file=out,
@@ -158,7 +158,7 @@ def prepare_dagster_home(dagster_home: Path) -> Path:
     if not instance_yaml.exists():
         instance_yaml.write_text(
             "# Instance of `gestimum-pipeline demo` (SQLite storage here).\ntelemetry:\n  enabled: false\n"
-            "# The daemon of `dagster dev` evaluates the sinks' freshness policies.\nfreshness:\n  enabled: true\n"
+            "# The daemon of `dg dev` evaluates the sinks' freshness policies.\nfreshness:\n  enabled: true\n"
         )
     return dagster_home
 
@@ -229,7 +229,7 @@ def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSumma
             s.rejected_locally = int(meta.get("rejected_locally", 0))
         elif kind == "gestimum":
             s = summary.setdefault(name, EndpointSummary(name))
-            s.sent = int(meta.get("lines_sent", 0))
+            s.sent = int(meta.get("dagster/row_count", 0))
             s.imported = int(meta.get("imported", 0))
             s.rejected_by_gestimum = int(meta.get("rejected", 0))
             s.held = int(meta.get("held_for_parent", 0))

@@ -3,7 +3,7 @@
 Alerts are on when GESTIMUM_ALERT_WEBHOOK_URL is set when the code location loads; the URL
 then reaches the resource as an `EnvVar` (resolved at tick time, never shown in the UI).
 Unset, the resource is built empty and both sensors skip, saying which variable turns
-them on. Sensors run only under the daemon (`dagster dev`, or `dagster-daemon run`).
+them on. Sensors run only under the daemon (`dg dev`, or `dagster-daemon run`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ whereabouts is durable in the state store between steps.
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -18,6 +19,16 @@ import psycopg2
 from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.crm.queries import count_window
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
+from gestimum_pipeline.defs.metadata import (
+    COMPANY_FILE_TAG,
+    ENDPOINT_TAG,
+    column_lineage,
+    crm_column_schema,
+    gestimum_column_schema,
+    row_counts,
+    tag_value,
+    timestamp,
+)
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
 from gestimum_pipeline.defs.preflight import run_preflight
 from gestimum_pipeline.defs.resources import (
@@ -43,6 +54,7 @@ from gestimum_pipeline.sync.engine import (
     statistics_problems,
     unaccountable_answer,
 )
+from gestimum_pipeline.sync.mapping import MAPPING_VERSION
 
 OWNERS = ["team:data-engineering"]
 SOURCE_CONTRACT_CHECK = "source_contract"
@@ -68,16 +80,43 @@ def _partitioned(partitions: dg.PartitionsDefinition) -> dict[str, Any]:
     return {"owners": OWNERS, "partitions_def": partitions, "backfill_policy": backfill_policy}
 
 
-def source_key(relation: str) -> dg.AssetKey:
-    return dg.AssetKey(["crm", relation])
+def source_key(relation: str, settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key("crm", relation)
 
 
-def transform_key(endpoint: str) -> dg.AssetKey:
-    return dg.AssetKey(["transform", endpoint])
+def transform_key(endpoint: str, settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key("transform", endpoint)
 
 
-def sink_key(endpoint: str) -> dg.AssetKey:
-    return dg.AssetKey(["gestimum", endpoint])
+def sink_key(endpoint: str, settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key("gestimum", endpoint)
+
+
+def preflight_key(settings: Settings | None = None) -> dg.AssetKey:
+    return (settings or _UNSCOPED).asset_key(*PREFLIGHT_KEY.path)
+
+
+_UNSCOPED = Settings()
+RESOURCE_NAMES = ("crm", "gestimum", "sync_state", "sync_options")
+
+
+@dataclass(frozen=True)
+class _Resources:
+    """A company file's resources, under its resource keys (Settings.scoped): several company
+    files in one code location each have their own."""
+
+    crm: CrmDatabase
+    gestimum: GestimumApi
+    sync_state: SyncStateDatabase
+    sync_options: SyncOptions
+
+
+def _resource_keys(settings: Settings) -> set[str]:
+    return {settings.scoped(name) for name in RESOURCE_NAMES}
+
+
+def _resources(context: dg.AssetExecutionContext, settings: Settings) -> _Resources:
+    return _Resources(*(getattr(context.resources, settings.scoped(name)) for name in RESOURCE_NAMES))
 
 
 def _window(context: dg.AssetExecutionContext, options: SyncOptions) -> Window:
@@ -94,9 +133,37 @@ def _fail(what: str, exc: Exception) -> dg.Failure:
     return dg.Failure(description=f"{what}: {exc}")
 
 
-def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def step_retry_policy(settings: Settings) -> dg.RetryPolicy | None:
+    """Sources and transforms are re-executed after a transient database error (they only read
+    the CRM and write the state store, idempotently). Sinks never get one: a POST may have been
+    delivered, and the state store, not a blind re-execution, decides what is sent again."""
+    if settings.step_retries <= 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=settings.step_retries,
+        delay=settings.step_retry_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+def _transient(what: str, exc: Exception) -> dg.Failure:
+    """A failure the step's retry policy may re-execute (database unreachable, connection lost)."""
+    return dg.Failure(description=f"{what}: {exc}", allow_retries=True)
+
+
+def _asset_tags(settings: Settings, endpoint: str | None = None) -> dict[str, str]:
+    tags = {COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
+    if endpoint is not None:
+        tags[ENDPOINT_TAG] = tag_value(endpoint)
+    return tags
+
+
+def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
-        key=PREFLIGHT_KEY,
+        key=preflight_key(settings),
+        required_resource_keys=_resource_keys(settings),
+        tags=_asset_tags(settings),
         group_name="sync",
         kinds={"python"},
         **_partitioned(partitions),
@@ -104,13 +171,9 @@ def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         "(an empty Comptes import in test mode: credentials and company file, nothing stored) before any data "
         "moves. When it fails, the run stops here with each problem and the setting to fix.",
     )
-    def preflight(
-        context: dg.AssetExecutionContext,
-        crm: CrmDatabase,
-        gestimum: GestimumApi,
-        sync_state: SyncStateDatabase,
-        sync_options: SyncOptions,
-    ) -> dg.MaterializeResult:
+    def preflight(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        res = _resources(context, settings)
+        crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         report = run_preflight(crm, gestimum, sync_state, sync_options, context.log)
         if not report.ok:
             raise ConfigurationError(description=report.failure_message())
@@ -135,34 +198,38 @@ def build_preflight(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     return preflight
 
 
-def build_source(relation: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
-        key=source_key(relation),
-        deps=[PREFLIGHT_KEY],
+        key=source_key(relation, settings),
+        deps=[preflight_key(settings)],
+        required_resource_keys=_resource_keys(settings),
         group_name="crm",
         kinds={"postgres"},
         **_partitioned(partitions),
+        metadata={"dagster/column_schema": crm_column_schema(relation)},
+        tags=_asset_tags(settings),
+        retry_policy=step_retry_policy(settings),
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
         "window). The rows stay in the CRM; this asset checks the source contract and records what the window holds.",
         check_specs=[
             dg.AssetCheckSpec(
                 SOURCE_CONTRACT_CHECK,
-                asset=source_key(relation),
+                asset=source_key(relation, settings),
                 blocking=True,
                 description=f"`{relation}` has the source contract's columns, a timestamptz change column, and "
                 "is readable; checked before any row is read, and nothing downstream runs when it fails.",
             )
         ],
     )
-    def _source(
-        context: dg.AssetExecutionContext, crm: CrmDatabase, sync_options: SyncOptions
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    def _source(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        res = _resources(context, settings)
+        crm, sync_options = res.crm, res.sync_options
         window = _window(context, sync_options)
         schema = validate_identifier(crm.schema_name, "CRM_SCHEMA")
         try:
             conn = crm.connect()
         except DatabaseUnavailable as exc:
-            raise _fail("CRM unreachable", exc) from None
+            raise _transient("CRM unreachable", exc) from None
         try:
             # One connection: the contract is read from the catalog, then the window is counted.
             problems = check_contract(conn, schema, [relation])
@@ -183,16 +250,18 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition) -> dg.Asset
         except psycopg2.Error as exc:
             raise dg.Failure(
                 description=f"CRM query on {schema}.{relation} failed ({db_reason(exc)}); nothing was staged or "
-                "sent. Check that the CRM (CRM_DATABASE_URL) is reachable, then rerun the partition."
+                "sent. Check that the CRM (CRM_DATABASE_URL) is reachable, then rerun the partition.",
+                # A lost connection may be transient; a wrong query or permission is not.
+                allow_retries=isinstance(exc, psycopg2.OperationalError),
             ) from None
         finally:
             conn.close()
         yield dg.MaterializeResult(
             metadata={
-                "rows_in_window": rows,
-                "window_start": window.start.isoformat(),
-                "window_end": window.end.isoformat(),
-                "last_change": last_change.isoformat() if last_change else None,
+                **row_counts(rows),  # the CRM rows whose change time falls in the window
+                "window_start": timestamp(window.start),
+                "window_end": timestamp(window.end),
+                "last_change": timestamp(last_change),
                 "schema": schema,
             },
             check_results=[contract],
@@ -203,14 +272,14 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition) -> dg.Asset
 
 def _stage_metadata(report: StageReport, force: bool) -> dict[str, object]:
     metadata: dict[str, object] = {
+        **row_counts(report.staged),  # lines staged for Gestimum by this materialization
         "rows_read": report.rows_read,
-        "lines_staged": report.staged,
         "unchanged": report.unchanged,
         "rejected_locally": report.rejected_locally,
         "force": force,
         "duration_seconds": round(report.duration_seconds, 3),
-        "window_start": report.window.start.isoformat(),
-        "window_end": report.window.end.isoformat(),
+        "window_start": timestamp(report.window.start),
+        "window_end": timestamp(report.window.end),
     }
     for rule, n in sorted(report.rules.items()):
         metadata[f"rule_{rule}"] = n
@@ -223,32 +292,34 @@ def _stage_metadata(report: StageReport, force: bool) -> dict[str, object]:
 
 
 def build_transform(
-    spec: EndpointSpec, partitions: dg.PartitionsDefinition, endpoints: EndpointRegistry
+    spec: EndpointSpec, partitions: dg.PartitionsDefinition, settings: Settings, endpoints: EndpointRegistry
 ) -> dg.AssetsDefinition:
     endpoint, relation = spec.name, spec.relation
 
     @dg.asset(
-        key=transform_key(endpoint),
-        deps=[source_key(relation)],
+        key=transform_key(endpoint, settings),
+        deps=[source_key(relation, settings)],
+        required_resource_keys=_resource_keys(settings),
         group_name="transform",
         kinds={"python", "postgres"},
         **_partitioned(partitions),
+        # What a row becomes is the mapping's: a new mapping version makes the catalog show the change.
+        code_version=str(MAPPING_VERSION),
+        metadata={"dagster/column_schema": gestimum_column_schema(spec.wire)},
+        tags=_asset_tags(settings, endpoint),
+        retry_policy=step_retry_policy(settings),
         description=f"`{relation}` rows mapped to Gestimum {endpoint} lines and validated; changed rows are "
         "staged in the sync state store, invalid ones rejected there with their reason.",
     )
-    def _transform(
-        context: dg.AssetExecutionContext,
-        crm: CrmDatabase,
-        gestimum: GestimumApi,
-        sync_state: SyncStateDatabase,
-        sync_options: SyncOptions,
-    ) -> dg.MaterializeResult:
+    def _transform(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        res = _resources(context, settings)
+        crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         window = _window(context, sync_options)
         try:
             schema = crm.checked_schema([relation])
             state = sync_state.open(endpoints)
         except DatabaseUnavailable as exc:
-            raise _fail("database unreachable", exc) from None
+            raise _transient("database unreachable", exc) from None
         try:
             mapper = spec.make_mapper(gestimum.line_format().encoder(), sync_options.account_prefix)
             report = stage_endpoint(
@@ -264,7 +335,7 @@ def build_transform(
                 chunk_size=sync_options.chunk_size,
             )
         except DatabaseUnavailable as exc:
-            raise _fail("database unreachable while streaming rows; rerun the partition", exc) from None
+            raise _transient("database unreachable while streaming rows; rerun the partition", exc) from None
         except SyncError as exc:  # the CRM or the state store failed mid-stream; the message says what next
             raise dg.Failure(description=f"{endpoint} not staged: {exc}") from None
         finally:
@@ -282,9 +353,9 @@ def build_transform(
     return _transform
 
 
-def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
+def _send_metadata(report: SendReport, pending_after: int, lineage: dg.TableColumnLineage) -> dict[str, object]:
     metadata: dict[str, object] = {
-        "lines_sent": report.lines_sent,
+        **row_counts(report.lines_sent),  # lines sent to Gestimum: imported + rejected
         "imported": report.imported,
         "rejected": report.rejected,
         "requests": report.requests,
@@ -298,6 +369,8 @@ def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
         "recovered_in_flight": report.recovered_in_flight,
         "pending_after": pending_after,
     }
+    if lineage.deps_by_column:
+        metadata["dagster/column_lineage"] = lineage
     if report.dry_run:
         metadata["would_send_without_tester"] = report.would_send
     if report.documents:
@@ -347,16 +420,22 @@ def build_sink(
     spec: EndpointSpec, partitions: dg.PartitionsDefinition, settings: Settings, endpoints: EndpointRegistry
 ) -> dg.AssetsDefinition:
     endpoint_name, endpoint = spec.name, spec.wire
-    deps = [transform_key(endpoint_name)]
+    deps = [transform_key(endpoint_name, settings)]
     if spec.parent is not None:
-        deps.append(sink_key(spec.parent))
+        deps.append(sink_key(spec.parent, settings))
+    lineage = column_lineage(spec, source_key(spec.relation, settings))
 
     @dg.asset(
-        key=sink_key(endpoint_name),
+        key=sink_key(endpoint_name, settings),
         deps=deps,
+        required_resource_keys=_resource_keys(settings),
         group_name="gestimum",
         kinds={"gestimum", "api"},
         **_partitioned(partitions),
+        code_version=str(MAPPING_VERSION),
+        metadata={"dagster/column_schema": gestimum_column_schema(spec.wire)},
+        tags=_asset_tags(settings, endpoint_name),
+        # No retry policy: a sink step is never re-executed automatically (see step_retry_policy).
         pool=gestimum_pool(settings.company_file),
         freshness_policy=sink_freshness(settings.max_lag_minutes),
         description=f"Staged {endpoint_name} lines sent to Gestimum's `{unquote(endpoint.path)}` endpoint, with "
@@ -364,7 +443,7 @@ def build_sink(
         check_specs=[
             dg.AssetCheckSpec(
                 STATISTICS_CHECK,
-                asset=sink_key(endpoint_name),
+                asset=sink_key(endpoint_name, settings),
                 blocking=True,
                 description="Gestimum's statistics add up to the lines sent, every rejected line has its reason, "
                 "imported stock lines have documents, and the state store recorded every answer. When it fails, "
@@ -372,12 +451,9 @@ def build_sink(
             )
         ],
     )
-    def _sink(
-        context: dg.AssetExecutionContext,
-        gestimum: GestimumApi,
-        sync_state: SyncStateDatabase,
-        sync_options: SyncOptions,
-    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    def _sink(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        res = _resources(context, settings)
+        gestimum, sync_state, sync_options = res.gestimum, res.sync_state, res.sync_options
         client = gestimum.client(context.log)
         try:
             state = sync_state.open(endpoints)
@@ -423,7 +499,7 @@ def build_sink(
                 yield _statistics_result([str(answer_problem)], None)
             raise failure
         assert report is not None
-        metadata = _send_metadata(report, counts.get("pending", 0))
+        metadata = _send_metadata(report, counts.get("pending", 0), lineage)
         problems = statistics_problems(report, counts.get("in_flight", 0), endpoints)
         statistics = _statistics_result(problems, report)
         if spec.creates_documents and report.delivery_unknown:
@@ -445,8 +521,8 @@ def build_assets(settings: Settings, endpoints: EndpointRegistry) -> list[dg.Ass
     """The preflight, one source per CRM relation, and a transform and a sink per endpoint."""
     partitions = daily_partitions(settings)
     return [
-        build_preflight(partitions),
-        *(build_source(relation, partitions) for relation in endpoints.relations),
-        *(build_transform(spec, partitions, endpoints) for spec in endpoints),
+        build_preflight(partitions, settings),
+        *(build_source(relation, partitions, settings) for relation in endpoints.relations),
+        *(build_transform(spec, partitions, settings, endpoints) for spec in endpoints),
         *(build_sink(spec, partitions, settings, endpoints) for spec in endpoints),
     ]

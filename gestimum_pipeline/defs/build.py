@@ -15,6 +15,8 @@ import dagster as dg
 from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
 from gestimum_pipeline.defs.assets import build_assets
 from gestimum_pipeline.defs.checks import build_all_state_checks
+from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
+from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
@@ -29,31 +31,49 @@ def build_definitions(
     resources: Mapping[str, Any] | None = None,
     state_checks: Sequence[dg.AssetChecksDefinition] | None = None,
     without_preflight: bool = False,
+    with_alerts: bool = True,
 ) -> dg.Definitions:
-    """The code location's definitions.
+    """The code location's definitions, or one company file's part of them.
 
     `resources` replace the environment-wired ones by key (tests, demo, bench pass plain
-    values); `state_checks` replace the state-store checks (tests that shorten their
-    thresholds); `without_preflight` leaves the preflight out of the job (tests that
-    count every request Gestimum receives).
+    values; the GestimumSync component its company file's); `state_checks` replace the
+    state-store checks (tests that shorten their thresholds); `without_preflight` leaves
+    the preflight out of the job (tests that count every request Gestimum receives).
+
+    With `settings.key_prefix` (several company files in one code location), asset keys,
+    resource keys, job and schedule names are the company file's own, and `with_alerts`
+    is off: the location's alert sensors watch every company file's runs, so they are
+    added once (alert_definitions).
     """
-    job = build_sync_job(without_preflight=without_preflight)
+    job = build_sync_job(
+        without_preflight=without_preflight,
+        tags={COMPANY_FILE_TAG: tag_value(settings.company_file or "default")},
+        settings=settings,
+    )
     checks = build_all_state_checks(settings, endpoints) if state_checks is None else list(state_checks)
+    company_resources = {**build_resources(settings), **(resources or {})}
+    webhook = company_resources.pop("alert_webhook", None)  # the location's, not the company file's
+    return dg.Definitions.merge(
+        dg.Definitions(
+            assets=build_assets(settings, endpoints),
+            asset_checks=checks,
+            jobs=[job, *build_operator_jobs(endpoints, settings)],
+            schedules=[build_sync_schedule(settings, job, daily_partitions(settings))],
+            resources={settings.scoped(key): value for key, value in company_resources.items()},
+            # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a
+            # time), so they run one after another in the run's process: a process per step
+            # cost about 2 s each, most of a short run. A crash is contained by the state store
+            # (rows in flight are resolved by the next run), not by processes. Pools still hold:
+            # this executor claims slots through the same instance concurrency context.
+            executor=dg.in_process_executor,
+        ),
+        alert_definitions(settings, webhook) if with_alerts else dg.Definitions(),
+    )
+
+
+def alert_definitions(settings: Settings, webhook: Any = None) -> dg.Definitions:
+    """The alert sensors and their webhook: one pair per code location."""
     return dg.Definitions(
-        assets=build_assets(settings, endpoints),
-        asset_checks=checks,
-        jobs=[job],
-        schedules=[build_sync_schedule(settings, job, daily_partitions(settings))],
         sensors=alert_sensors,
-        resources={
-            **build_resources(settings),
-            "alert_webhook": build_alert_webhook(settings),
-            **(resources or {}),
-        },
-        # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a
-        # time), so they run one after another in the run's process: a process per step
-        # cost about 2 s each, most of a short run. A crash is contained by the state store
-        # (rows in flight are resolved by the next run), not by processes. Pools still hold:
-        # this executor claims slots through the same instance concurrency context.
-        executor=dg.in_process_executor,
+        resources={"alert_webhook": webhook if webhook is not None else build_alert_webhook(settings)},
     )

@@ -38,9 +38,15 @@ def _state_check(
     severity: dg.AssetCheckSeverity,
     evaluate: Callable[[StateStore, str], health.Finding],
     endpoints: EndpointRegistry,
+    settings: Settings,
 ) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=sink_key(endpoint), name=name, description=description)
-    def _check(sync_state: SyncStateDatabase) -> dg.AssetCheckResult:
+    resource_key = settings.scoped("sync_state")  # the company file's own state store
+
+    @dg.asset_check(
+        asset=sink_key(endpoint, settings), name=name, description=description, required_resource_keys={resource_key}
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        sync_state: SyncStateDatabase = getattr(context.resources, resource_key)
         store = sync_state.open(endpoints)
         try:
             return check_result(evaluate(store, endpoint), severity)
@@ -51,8 +57,12 @@ def _state_check(
 
 
 def build_state_checks(
-    endpoint: str, max_waiting_minutes: float, endpoints: EndpointRegistry = ENDPOINTS
+    endpoint: str,
+    max_waiting_minutes: float,
+    endpoints: EndpointRegistry = ENDPOINTS,
+    settings: Settings | None = None,
 ) -> list[dg.AssetChecksDefinition]:
+    settings = settings or Settings()
     checks = [
         _state_check(
             endpoint,
@@ -62,6 +72,7 @@ def build_state_checks(
             dg.AssetCheckSeverity.WARN,
             health.rejections,
             endpoints,
+            settings,
         ),
         _state_check(
             endpoint,
@@ -71,6 +82,7 @@ def build_state_checks(
             dg.AssetCheckSeverity.WARN,
             lambda store, ep: health.waiting_too_long(store, ep, max_age_seconds=max_waiting_minutes * 60),
             endpoints,
+            settings,
         ),
     ]
     if endpoints.creates_documents(endpoint):
@@ -83,10 +95,15 @@ def build_state_checks(
                 dg.AssetCheckSeverity.ERROR,
                 health.delivery_unknown,
                 endpoints,
+                settings,
             )
         )
     return checks
 
 
 def build_all_state_checks(settings: Settings, endpoints: EndpointRegistry) -> list[dg.AssetChecksDefinition]:
-    return [c for name in endpoints.names for c in build_state_checks(name, settings.max_waiting_minutes, endpoints)]
+    return [
+        c
+        for name in endpoints.names
+        for c in build_state_checks(name, settings.max_waiting_minutes, endpoints, settings)
+    ]

@@ -5,7 +5,8 @@ as `EnvVar`s: Dagster resolves them at run time and never shows their values.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import psycopg2.extensions
@@ -24,7 +25,11 @@ from gestimum_pipeline.sync.state import StateStore
 
 
 class ConfigurationError(dg.Failure):
-    """A setting is missing or wrong: raised before any data moves."""
+    """A setting is missing or wrong: raised before any data moves, and never retried
+    (a step's retry policy is for transient errors; this one stays until someone fixes it)."""
+
+    def __init__(self, description: str | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+        super().__init__(description=description, metadata=metadata, allow_retries=False)
 
 
 class CrmDatabase(dg.ConfigurableResource):

@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import dagster as dg
+
 from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
 from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
 
@@ -90,8 +92,22 @@ class Settings:
     max_retries: int = 3
     lookback_minutes: int = 180  # GESTIMUM_SYNC_LOOKBACK_MINUTES
     account_prefix: str = DEFAULT_ACCOUNT_PREFIX  # GESTIMUM_ACCOUNT_PREFIX
+    # Re-executions of a source or transform step after a transient database error, with
+    # exponential backoff from this delay; sinks are never re-executed automatically.
+    step_retries: int = 2  # GESTIMUM_STEP_RETRIES
+    step_retry_delay_seconds: float = 2.0  # GESTIMUM_STEP_RETRY_DELAY_SECONDS
     alert_webhook_configured: bool = False  # GESTIMUM_ALERT_WEBHOOK_URL is set (its value is a secret)
     ui_url: str = ""  # GESTIMUM_UI_URL
+    # Empty for the environment's one company file. Set by the GestimumSync component when a code
+    # location holds several: it prefixes the asset keys, resource keys, job and schedule names.
+    key_prefix: str = ""
+
+    def scoped(self, name: str) -> str:
+        """A job, schedule or resource name of this company file."""
+        return f"{self.key_prefix}_{name}" if self.key_prefix else name
+
+    def asset_key(self, *path: str) -> dg.AssetKey:
+        return dg.AssetKey([self.key_prefix, *path] if self.key_prefix else list(path))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +132,8 @@ class Settings:
             max_retries=read.integer("GESTIMUM_MAX_RETRIES", cls.max_retries),
             lookback_minutes=read.integer("GESTIMUM_SYNC_LOOKBACK_MINUTES", cls.lookback_minutes),
             account_prefix=read.text("GESTIMUM_ACCOUNT_PREFIX", cls.account_prefix),
+            step_retries=read.integer("GESTIMUM_STEP_RETRIES", cls.step_retries),
+            step_retry_delay_seconds=read.real("GESTIMUM_STEP_RETRY_DELAY_SECONDS", cls.step_retry_delay_seconds),
             alert_webhook_configured=bool(read.raw(ALERT_WEBHOOK_ENV)),
             ui_url=read.raw(UI_URL_ENV),
         )

@@ -319,3 +319,44 @@ def references_mapper(encoder: LineEncoder) -> Mapper:
         return Built([item_code, customer_code, price, reference], parent_key=parent)
 
     return Mapper(catalog.REFERENCES_CLIENTS_ARTICLES, encoder, lambda r: source_key(r[0], r[1]), build)
+
+
+# The CRM columns each Gestimum field is computed from, per endpoint, as the mappers above
+# build them (a field set to a constant has none). The catalog's column lineage is derived
+# from this table; tests/unit/test_mapping.py checks it against the mappers' field codes and
+# the source contract's columns, so it cannot drift from them silently.
+FIELD_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    catalog.COMPTES.name: {
+        "CPT_NUMERO": ("code",),  # the account prefix + the customer code
+        "CPT_LIB": ("name",),
+        "CPT_TYPE": (),
+        "PCF_CODE": ("code",),
+        "CPT_TVA_NC": (),
+    },
+    catalog.CLIENTS.name: {
+        "PCF_CODE": ("code",),
+        "CPT_NUMERO": ("code",),
+        "PCF_RS": ("name",),
+        "PCF_RUE": ("street",),
+        "PCF_COMP": ("street2",),
+        "PCF_CP": ("postal_code",),
+        "PCF_VILLE": ("city",),
+    },
+    catalog.CONTACTS.name: {
+        "CCT_CODE": ("code",),
+        "CCT_NOM": ("last_name", "first_name"),
+        "CCT_ORIGIN": ("customer_code",),
+    },
+    catalog.REFERENCES_CLIENTS_ARTICLES.name: {
+        "ART_CODE": ("item_code",),
+        "PCF_CODE": ("customer_code",),
+        "ART_PCLIENT": ("customer_price",),
+        "ART_REFCLI": ("customer_reference",),
+    },
+    catalog.DOCUMENTS_STOCK.name: {
+        "DOC_STYPE": ("direction",),
+        "DEP_CODE": ("warehouse_code",),
+        "ART_CODE": ("item_code",),
+        "MVT_QTE": ("quantity",),
+    },
+}

@@ -789,8 +789,10 @@ class StateStore:
         to_status: str,
         document: str | None = None,
         reason: str | None = None,
+        run_id: str | None = None,
     ) -> list[str]:
-        """Moves the given rows between statuses and records who did it; returns the keys changed."""
+        """Moves the given rows between statuses and records who did it (and the Dagster run that
+        did it, for actions launched from the UI); returns the keys changed."""
         if to_status not in STATUSES:
             raise ValueError(f"unknown status {to_status!r}")
         conn = self.conn
@@ -829,7 +831,10 @@ class StateStore:
                         action,
                         endpoint,
                         key,
-                        json.dumps({"to": to_status, "document": document, "reason": reason}),
+                        json.dumps(
+                            {"to": to_status, "document": document, "reason": reason}
+                            | ({"run_id": run_id} if run_id else {})
+                        ),
                     ),
                 )
         return changed

@@ -1,5 +1,5 @@
-"""The documented command line: `dagster asset materialize -m … --partition-range A...B` with only
-the environment variables set, and `dagster definitions validate` on the workspace."""
+"""The documented command line: `dg launch --assets '*' --partition-range A...B` with only the
+environment variables set, and `dg check defs` on the project; neither prints a SupersessionWarning."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfi
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The active environment's `dg`: the project is installed there (no project venv of its own).
+DG = [str(BIN / "dg")]
 
 
 @pytest.fixture
@@ -52,21 +54,12 @@ def test_materialize_a_partition_range_from_the_command_line(
     insert_contacts(crm_url, [("KA2", "A2", "Roux", "Léa", None, None, "2026-02-02 18:00+01")])
     insert_movements(crm_url, [(1, "in", "001", "ELS", 3, "2026-02-03 08:00+01")])
     (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    command = [
-        str(BIN / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "gestimum_pipeline.definitions",
-        "--select",
-        "*",
-        "--partition-range",
-        "2026-02-01...2026-02-03",
-    ]
+    command = [*DG, "launch", "--assets", "*", "--partition-range", "2026-02-01...2026-02-03"]
     done = subprocess.run(
-        command, env=_env(crm_url, simulator.url, tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300
+        command, env=_env(crm_url, simulator.url, tmp_path), cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "SupersessionWarning" not in done.stdout + done.stderr
     assert set(simulator.state.customers) == {"A1", "A2", "A3"}
     assert simulator.state.contacts["KA2"]["CCT_ORIGIN"] == "A2"
     assert [len(d.lines) for d in simulator.state.documents] == [1]
@@ -74,18 +67,26 @@ def test_materialize_a_partition_range_from_the_command_line(
     assert sum(1 for r in simulator.state.requests if r.endpoint == "clients") == 1
 
 
-def test_definitions_validate_with_the_workspace(tmp_path: Path) -> None:
+def test_dg_check_defs_on_the_project(tmp_path: Path) -> None:
+    env = _env("postgresql://unused@127.0.0.1/unused", "http://127.0.0.1:9/", tmp_path)
+    env["VIRTUAL_ENV"] = sys.prefix  # `--use-active-venv`: this test's environment has the project
+    done = subprocess.run(
+        [*DG, "check", "defs", "--use-active-venv"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "All definitions loaded successfully" in output
+    assert "SupersessionWarning" not in output
+
+
+def test_dg_list_defs_shows_the_graph(tmp_path: Path) -> None:
     env = _env("postgresql://unused@127.0.0.1/unused", "http://127.0.0.1:9/", tmp_path)
     done = subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [*DG, "list", "defs", "--json"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "gestimum_pipeline" in done.stdout + done.stderr
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    keys = {a["asset_key"] for a in json.loads(done.stdout)["assets"]}
+    assert {"sync/preflight", "crm/customers", "transform/clients", "gestimum/documents_stock"} <= keys
 
 
 def test_a_row_committed_late_is_caught_by_the_look_back_window(crm_url: str, simulator: GestimumSimulator) -> None:
@@ -108,11 +109,10 @@ def test_resync_a_day_with_force_and_dry_run_from_the_command_line(
     env = _env(crm_url, simulator.url, tmp_path)
 
     def materialize(options: dict[str, object] | None = None) -> None:
-        command = [str(BIN / "dagster"), "asset", "materialize", "-m", "gestimum_pipeline.definitions"]
-        command += ["--select", "*", "--partition", "2026-02-05"]
+        command = [*DG, "launch", "--assets", "*", "--partition", "2026-02-05"]
         if options:
             command += ["--config-json", json.dumps({"resources": {"sync_options": {"config": options}}})]
-        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
 
     def requests(endpoint: str) -> int:

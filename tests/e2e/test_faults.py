@@ -539,7 +539,7 @@ def test_state_store_lost_while_gestimum_processes_a_stock_request(
 
 
 # The production code location and job, executed in one process: the same steps as
-# `dagster asset materialize -m gestimum_pipeline.definitions --select '*'`, without that
+# `dg launch --assets '*'`, without that
 # command's process per step (a minute of imports on a small machine).
 RUN_SCRIPT = """
 import sys

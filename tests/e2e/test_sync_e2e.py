@@ -113,7 +113,7 @@ def test_sync_holds_crm_field_by_field(crm_url: str, simulator: GestimumSimulato
     assert movements["1"]["document"] == movements["4"]["document"]
 
     clients = run.metadata["gestimum/clients"]
-    assert clients["lines_sent"] == 3 and clients["imported"] == 3 and clients["rejected"] == 0
+    assert clients["dagster/row_count"] == 3 and clients["imported"] == 3 and clients["rejected"] == 0
     assert clients["requests"] == 1 and clients["dry_run"] is False
     assert clients["bytes_posted"] > 0
     assert run.metadata["transform/clients"]["rule_address_line_breaks"] == 1
@@ -165,8 +165,8 @@ def test_force_resends_master_data_but_never_stock(crm_url: str, simulator: Gest
     documents_before = len(simulator.state.documents)
     forced = run_sync(crm_url, simulator.url, partition=DAY, force=True)
     assert forced.success, forced.failures
-    assert forced.metadata["gestimum/clients"]["lines_sent"] == 3
-    assert forced.metadata["gestimum/documents_stock"]["lines_sent"] == 0
+    assert forced.metadata["gestimum/clients"]["dagster/row_count"] == 3
+    assert forced.metadata["gestimum/documents_stock"]["dagster/row_count"] == 0
     assert len(simulator.state.documents) == documents_before
 
 
@@ -251,11 +251,11 @@ def test_dry_run_validates_with_tester_and_stores_nothing(crm_url: str, simulato
     assert simulator.state.customers == {} and simulator.state.documents == []
     assert run.metadata["gestimum/clients"]["dry_run"] is True
     comptes, clients = run.metadata["gestimum/comptes"], run.metadata["gestimum/clients"]
-    assert comptes["lines_sent"] == 3 and comptes["imported"] == 3
+    assert comptes["dagster/row_count"] == 3 and comptes["imported"] == 3
     # Gestimum's tester stores nothing, so customers whose accounts were only tested are refused.
-    assert clients["lines_sent"] == 3 and clients["imported"] + clients["rejected"] == 3
+    assert clients["dagster/row_count"] == 3 and clients["imported"] + clients["rejected"] == 3
     assert run.metadata["gestimum/documents_stock"]["would_send_without_tester"] == 4
-    assert run.metadata["gestimum/documents_stock"]["lines_sent"] == 0
+    assert run.metadata["gestimum/documents_stock"]["dagster/row_count"] == 0
     # Nothing was marked sent: the real run afterwards sends everything.
     real = run_sync(crm_url, simulator.url, partition=DAY)
-    assert real.success and real.metadata["gestimum/documents_stock"]["lines_sent"] == 4
+    assert real.success and real.metadata["gestimum/documents_stock"]["dagster/row_count"] == 4

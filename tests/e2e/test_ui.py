@@ -2,7 +2,7 @@
 
 One deployment for the module: a CRM database loaded with the demo data (rows Gestimum or
 our validation reject included), the Gestimum simulator, a DAGSTER_HOME, the demo's own
-sync run into that instance (gestimum_pipeline/demo.py's steps), then `dagster dev`
+sync run into that instance (gestimum_pipeline/demo.py's steps), then `dg dev`
 (webserver and daemon) with the sync's environment, as the data team would run it.
 
 * The browser test drives a headless Chromium with Playwright. No browser can be
@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -59,6 +60,9 @@ from gestimum_pipeline.sync.state import StateStore
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
+REPO = Path(__file__).resolve().parents[2]
+# `--use-active-venv` (VIRTUAL_ENV set below): the project as installed in this test's environment.
+DG_DEV = [str(BIN / "dg"), "dev", "--target-path", str(REPO), "--use-active-venv"]
 TIMEZONE = "Europe/Paris"
 TODAY = datetime.now(ZoneInfo(TIMEZONE)).date()
 START_DATE = TODAY - timedelta(days=10)  # earlier than the demo's days, so the backfill's days are partitions
@@ -66,7 +70,7 @@ START_DATE = TODAY - timedelta(days=10)  # earlier than the demo's days, so the 
 # backfill makes one run per stretch (the assets' backfill policy is single-run).
 BACKFILL_DAYS = [TODAY - timedelta(days=7), TODAY - timedelta(days=6), TODAY - timedelta(days=4)]
 SINKS = ("comptes", "clients", "contacts", "references_clients_articles", "documents_stock")
-LOCATION = "gestimum_pipeline.definitions"  # what `dagster dev -m <module>` names the code location
+LOCATION = "gestimum_pipeline"  # [tool.dg.project] code_location_name
 BACKFILL_TIMEOUT_SECONDS = 240.0
 PAGE_TIMEOUT_MS = 60_000
 CHROMIUM_ARGS = [
@@ -80,7 +84,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 900}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")  # Debian's, Ubuntu's, Google's
-# One module fixture (the deployment, `dagster dev`) for both tests: keep them on one worker.
+# One module fixture (the deployment, `dg dev`) for both tests: keep them on one worker.
 pytestmark = pytest.mark.xdist_group("dagster_ui")
 
 BACKFILL_STATUS = """
@@ -113,7 +117,7 @@ class Deployment:
     summary: dict[str, EndpointSummary]  # what that run's asset metadata recorded
 
     def log_tail(self) -> str:
-        return "`dagster dev` log, last lines:\n" + log_tail(self.log, 60)
+        return "`dg dev` log, last lines:\n" + log_tail(self.log, 60)
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +147,12 @@ def deployment(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
                 k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))
             }
             process_env.update(env)
+            process_env["VIRTUAL_ENV"] = sys.prefix  # `dg dev --use-active-venv`: this test's environment
             log = root / "dagster_dev.log"
             dev = stack.enter_context(
                 process_group(
-                    [str(BIN / "dagster"), "dev", "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
+                    # The documented command, on the repository's project ([tool.dg]).
+                    [*DG_DEV, "-h", "127.0.0.1", "-p", str(port)],
                     cwd=root,
                     env=process_env,
                     log=log,
@@ -154,6 +160,7 @@ def deployment(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             )
             wait_for_webserver(webserver_url, dev, log)
             _wait_for_code_location(webserver_url, log)
+            assert "SupersessionWarning" not in log.read_text(errors="replace"), log_tail(log)
             yield Deployment(crm_url, simulator, dagster_home, webserver_url, log, run_id, summary)
     finally:
         drop_database(pg_server_url, name, setting="GESTIMUM_TEST_DATABASE_URL")
@@ -262,6 +269,7 @@ def test_the_ui_shows_the_sync_its_counts_and_a_rejected_row(
                 _asset_graph(page, deployment, shots)
                 _clients_page(page, deployment, shots)
                 _rejected_row_check(page, deployment, shots)
+                _column_lineage(page, deployment, shots)
             except Exception as exc:  # a failed expectation, or a page element that never came
                 page.screenshot(path=str(shots / "failure.png"))
                 exc.add_note(f"screenshot of the page: {shots / 'failure.png'}\n{deployment.log_tail()}")
@@ -313,7 +321,7 @@ def _clients_page(page: Page, deployment: Deployment, shots: Path) -> None:
         )
     page.goto(deployment.webserver_url + "assets/gestimum/clients")
     expect(page.get_by_text("Latest materialization")).to_be_visible()
-    for key in ("lines_sent", "imported", "rejected", "requests"):
+    for key in ("imported", "rejected", "requests"):
         row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=key, exact=True))
         expect(row.get_by_role("cell").last).to_have_text(str(recorded[key]))
     # Freshness (GESTIMUM_MAX_LAG_MINUTES) as the daemon evaluates it, on the page and through the API.
@@ -422,3 +430,44 @@ def test_a_backfill_launched_through_graphql_lands_its_days(deployment: Deployme
         stype, warehouse, item, quantity = movements[record["source_key"]]
         assert (document["stype"], document["warehouse"]) == (stype, warehouse), record
         assert any(line["ART_CODE"] == item and line["MVT_QTE"] == quantity for line in document["lines"]), record
+
+
+COLUMN_LINEAGE = """
+query($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        metadataEntries {
+          label
+          ... on TableColumnLineageMetadataEntry { lineage { columnName columnDeps { assetKey { path } columnName } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _column_lineage(page: Page, deployment: Deployment, shots: Path) -> None:
+    """A sink's columns and column lineage: each Gestimum field code from the CRM columns it is
+    computed from (CCT_NOM from last_name and first_name). The webserver serves the lineage to the
+    UI (checked through its GraphQL API; the open-source UI draws no column lineage graph, a
+    Dagster+ view, and keeps the entry out of its metadata table); the page shows the field codes
+    as the sink's columns and its row count."""
+    from playwright.sync_api import expect
+
+    answer = graphql(deployment.webserver_url, COLUMN_LINEAGE, {"path": ["gestimum", "contacts"]})
+    entries = answer["assetOrError"]["assetMaterializations"][0]["metadataEntries"]
+    lineage = next(e["lineage"] for e in entries if e["label"] == "dagster/column_lineage")
+    deps = {
+        column["columnName"]: {(tuple(d["assetKey"]["path"]), d["columnName"]) for d in column["columnDeps"]}
+        for column in lineage
+    }
+    assert deps["CCT_NOM"] == {(("crm", "contacts"), "last_name"), (("crm", "contacts"), "first_name")}, deps
+    assert deps["CCT_ORIGIN"] == {(("crm", "contacts"), "customer_code")}, deps
+    page.goto(deployment.webserver_url + "assets/gestimum/contacts")
+    expect(page.get_by_text("Columns", exact=True).first).to_be_visible()
+    for column in ("CCT_CODE", "CCT_NOM", "CCT_ORIGIN"):
+        expect(page.get_by_role("cell", name=column, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Row count", exact=True).first).to_be_visible()
+    page.screenshot(path=str(shots / "sink-columns.png"))

@@ -1,4 +1,4 @@
-"""Dagster's own services (webserver, daemon, `dagster dev`) as processes of a test, and the
+"""Dagster's own services (webserver, daemon, `dg dev`) as processes of a test, and the
 webserver's GraphQL API: shared by tests/e2e/test_production_instance.py and tests/e2e/test_ui.py.
 
 Each service runs in its own process group, so stopping it also stops what it spawned (code

@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 from dagster._serdes import serialize_value
 from databases import copy_database
-from sync_harness import execute
+from sync_harness import execute, failure_message
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
 from gestimum_pipeline.db import connect, create_database, database_name, drop_database, url_with, with_database
@@ -263,7 +263,7 @@ def run_job(
     for event in result.get_asset_materialization_events():
         mat = event.materialization
         metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
-    failures = {e.step_key or "?": e.event_specific_data.error.message for e in result.all_events if e.is_step_failure}
+    failures = {e.step_key or "?": failure_message(e) for e in result.all_events if e.is_step_failure}
     entries = instance.all_logs(run_id)
     event_log = "\n".join(serialize_value(e) for e in entries)
     run = instance.get_run_by_id(run_id)

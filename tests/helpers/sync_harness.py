@@ -49,6 +49,16 @@ def resources(crm_url: str, gestimum_url: str, **options: Any) -> dict[str, Any]
     }
 
 
+def failure_message(event: dg.DagsterEvent) -> str:
+    """What the UI shows first for a failed step: the Failure's description, also after a retry
+    policy gave up (the error itself then reads "Exceeded max_retries")."""
+    data = event.event_specific_data
+    user = getattr(data, "user_failure_data", None)
+    if user is not None and user.description:
+        return str(user.description)
+    return str(data.error.message)
+
+
 def run_sync(
     crm_url: str,
     gestimum_url: str,
@@ -83,7 +93,7 @@ def run_sync(
         key = mat.asset_key.to_user_string()
         order.append(key)
         metadata[key] = {k: v.value for k, v in mat.metadata.items()}
-    failures = [str(e.event_specific_data.error.message) for e in result.all_events if e.is_step_failure]
+    failures = [failure_message(e) for e in result.all_events if e.is_step_failure]
     checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
     return SyncRun(result.success, metadata, order, failures, result, checks)
 
@@ -135,10 +145,10 @@ def insert_references(url: str, rows: Iterable[Sequence[Any]]) -> None:
     insert_rows(url, "customer_item_references", rows)
 
 
-def state_records(url: str, endpoint: str) -> dict[str, dict[str, Any]]:
-    with StateStore(url) as store:
+def state_records(url: str, endpoint: str, schema: str = "gestimum_sync") -> dict[str, dict[str, Any]]:
+    with StateStore(url, schema) as store:
         return {r["source_key"]: r for r in store.records(endpoint=endpoint)}
 
 
 def sent_lines(run: SyncRun) -> dict[str, int]:
-    return {k: v["lines_sent"] for k, v in run.metadata.items() if k.startswith("gestimum/")}
+    return {k: v["dagster/row_count"] for k, v in run.metadata.items() if k.startswith("gestimum/")}

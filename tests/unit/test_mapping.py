@@ -123,3 +123,17 @@ def test_hash_follows_the_line_not_unsent_columns() -> None:
     b = mapper.map(("C1", "Nom", None, None, None, None, "b@x.fr", "0102", None))
     c = mapper.map(("C1", "Nom2", None, None, None, None, "a@x.fr", None, None))
     assert a.content_hash == b.content_hash != c.content_hash
+
+
+def test_field_sources_name_every_field_and_only_contract_columns() -> None:
+    from gestimum_pipeline.crm.contract import RELATIONS
+    from gestimum_pipeline.sync.endpoints import ENDPOINTS
+    from gestimum_pipeline.sync.mapping import FIELD_SOURCES
+
+    assert set(FIELD_SOURCES) == set(ENDPOINTS.names)
+    for spec in ENDPOINTS:
+        sources = FIELD_SOURCES[spec.name]
+        assert tuple(sources) == spec.wire.field_codes, spec.name
+        columns = set(RELATIONS[spec.relation].columns)
+        for field_code, used in sources.items():
+            assert set(used) <= columns, (spec.name, field_code, used)

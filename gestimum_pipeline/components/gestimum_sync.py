@@ -1,0 +1,146 @@
+"""`GestimumSync`: one Gestimum company file synced from a PostgreSQL CRM, declared in a defs.yaml.
+
+Each company file of a code location has its own folder under the defs module
+(gestimum_pipeline/company_files/<name>/defs.yaml), and gets, from `build_definitions`,
+its own asset key prefix, resources, pool (`gestimum_<company file>`), sync job, schedule,
+checks and operator jobs, and state store. Secrets (the Gestimum password, database URLs,
+which may carry passwords) are written `{{ env.VARIABLE }}`: the component keeps the
+variable's name and hands the resource a `dg.EnvVar`, resolved at run time, so the value
+never reaches the definitions, the UI or the logs.
+"""
+
+# No `from __future__ import annotations`: dg.Resolvable reads the fields' annotations as types.
+import re
+from dataclasses import dataclass, replace
+from typing import Annotated
+
+import dagster as dg
+
+from gestimum_pipeline.defs.build import build_definitions
+from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.settings import Settings
+from gestimum_pipeline.sync.state import DEFAULT_SCHEMA as STATE_SCHEMA
+
+_ENV_TEMPLATE = re.compile(
+    r"""^\s*\{\{\s*env(?:\.([A-Za-z_][A-Za-z0-9_]*)|\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\))\s*\}\}\s*$"""
+)
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _secret(field_name: str) -> dg.Resolver:
+    """A field that must be `{{ env.VARIABLE }}`; resolves to `dg.EnvVar("VARIABLE")`, not its value."""
+
+    def resolve(_context: dg.ResolutionContext, raw: object) -> dg.EnvVar | None:
+        if raw is None:
+            return None
+        match = _ENV_TEMPLATE.match(str(raw))
+        if match is None:
+            raise ValueError(
+                f"{field_name} must be written {{{{ env.VARIABLE }}}} (a secret is read from the environment at run "
+                "time and never written in defs.yaml)"
+            )
+        return dg.EnvVar(match.group(1) or match.group(2))
+
+    # inject_before_resolve=False: the template is read as written, never rendered to its value.
+    return dg.Resolver(
+        resolve,
+        model_field_type=str,
+        inject_before_resolve=False,
+        description=f"{field_name}: {{{{ env.VARIABLE }}}} only (a secret, read at run time)",
+    )
+
+
+def _doc(description: str) -> dg.Resolver:
+    return dg.Resolver.default(description=description)
+
+
+@dataclass
+class GestimumSync(dg.Component, dg.Resolvable):
+    """One Gestimum company file synced from a PostgreSQL CRM (the README's whole sync)."""
+
+    name: Annotated[
+        str,
+        _doc(
+            "Short name of the company file in this code location (lowercase letters, digits, _): the prefix of "
+            "its asset keys and of its jobs', schedule's and resources' names"
+        ),
+    ]
+    gestimum_url: Annotated[str, _doc("Base URL of Gestimum's REST server")]
+    company_file: Annotated[str, _doc("The company file, e.g. ACME.Gestimum (its pool is gestimum_<company file>)")]
+    user: Annotated[str, _doc("Gestimum user")]
+    crm_url: Annotated[dg.EnvVar, _secret("crm_url")]
+    password: Annotated[dg.EnvVar | None, _secret("password")] = None
+    crm_schema: Annotated[str, _doc("Schema holding the source contract's relations")] = "crm"
+    state_url: Annotated[dg.EnvVar | None, _secret("state_url")] = None
+    state_schema: Annotated[str, _doc("State store schema: each company file needs its own (schema or database)")] = (
+        STATE_SCHEMA
+    )
+    cron: Annotated[str, _doc("The sync schedule (cron, in timezone)")] = Settings.cron
+    timezone: Annotated[str, _doc("The partitions' and the schedule's time zone")] = Settings.timezone
+    start_date: Annotated[str, _doc("First daily partition (YYYY-MM-DD)")] = Settings.start_date
+    max_lag_minutes: Annotated[float, _doc("How far Gestimum may lag behind the CRM, in minutes (freshness)")] = (
+        Settings.max_lag_minutes
+    )
+    account_prefix: Annotated[str, _doc("Customer account number = prefix + customer code")] = Settings.account_prefix
+    verify_tls: Annotated[bool, _doc("Verify Gestimum's TLS certificate")] = True
+    ca_bundle: Annotated[str | None, _doc("CA bundle path for a private CA")] = None
+
+    def __post_init__(self) -> None:
+        # Checked when defs.yaml is loaded (`dg check defs`), each message naming its field.
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"name must be lowercase letters, digits and _ (a key prefix), got {self.name!r}")
+        for field_name in ("gestimum_url", "company_file", "user"):
+            if not str(getattr(self, field_name) or "").strip():
+                raise ValueError(f"{field_name} is empty")
+        try:
+            lag = float(self.max_lag_minutes)
+        except (TypeError, ValueError):
+            lag = 0.0
+        if not lag > 0:
+            raise ValueError(f"max_lag_minutes must be a positive number of minutes, got {self.max_lag_minutes!r}")
+        self.max_lag_minutes = lag
+
+    def settings(self, base: Settings | None = None) -> Settings:
+        """This company file's settings, over `base` (default: the environment's other settings)."""
+        base = base or Settings.from_env()
+        return replace(
+            base,
+            key_prefix=self.name,
+            company_file=self.company_file,
+            start_date=self.start_date,
+            timezone=self.timezone,
+            cron=self.cron,
+            max_lag_minutes=self.max_lag_minutes,
+            max_waiting_minutes=self.max_lag_minutes,
+            crm_schema=self.crm_schema,
+            state_url_variable=(self.state_url or self.crm_url).env_var_name,
+            verify_tls=self.verify_tls,
+            ca_bundle=self.ca_bundle,
+            account_prefix=self.account_prefix,
+        )
+
+    def resources(self, settings: Settings) -> dict[str, dg.ConfigurableResource]:
+        state = self.state_url or self.crm_url
+        return {
+            "crm": CrmDatabase(url=self.crm_url, schema_name=self.crm_schema),
+            "gestimum": GestimumApi(
+                url=self.gestimum_url,
+                company_file=self.company_file,
+                user=self.user,
+                password=self.password if self.password is not None else "",
+                connect_timeout_seconds=settings.connect_timeout_seconds,
+                read_timeout_seconds=settings.read_timeout_seconds,
+                max_lines_per_request=settings.max_lines_per_request,
+                max_bytes_per_request=settings.max_bytes_per_request,
+                verify_tls=settings.verify_tls,
+                ca_bundle=settings.ca_bundle,
+                max_retries=settings.max_retries,
+            ),
+            "sync_state": SyncStateDatabase(url=state, schema_name=self.state_schema, setting=state.env_var_name),
+            "sync_options": SyncOptions(lookback_minutes=settings.lookback_minutes, account_prefix=self.account_prefix),
+        }
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        settings = self.settings()
+        # The location's alert sensors are added once, by the code location (definitions.py).
+        return build_definitions(settings, resources=self.resources(settings), with_alerts=False)

@@ -1,0 +1,138 @@
+"""The operator's actions as Dagster jobs: retry, ignore and reconcile rows from the Launchpad.
+
+Each job is one op with typed config (the Launchpad shows its fields and checks them) that
+calls the same operation as the `gestimum-pipeline` command (sync/operator.py). The result
+is in the run log, and the state store's audit trail records the actor and the run id.
+"""
+# No `from __future__ import annotations`: Dagster reads the ops' config classes from their annotations.
+
+from collections.abc import Callable
+
+import dagster as dg
+from pydantic import Field
+
+from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
+from gestimum_pipeline.defs.resources import SyncStateDatabase
+from gestimum_pipeline.defs.settings import Settings
+from gestimum_pipeline.sync import operator
+from gestimum_pipeline.sync.endpoints import EndpointRegistry
+from gestimum_pipeline.sync.state import StateStore
+
+RETRY_JOB = "operator_retry"
+IGNORE_JOB = "operator_ignore"
+RECONCILE_JOB = "operator_reconcile"
+
+
+class RetryConfig(dg.Config):
+    """Rows Gestimum rejected, held or ignored go back to pending: the next sync sends them."""
+
+    endpoint: str = Field(description="the endpoint, e.g. documents_stock (see `gestimum-pipeline rejections`)")
+    source_keys: list[str] = Field(description="the rows' source keys, as `gestimum-pipeline rejections` lists them")
+    actor: str = Field(description="who is acting (recorded in the state store's audit trail)")
+
+
+class IgnoreConfig(dg.Config):
+    """Rows rejected, held or pending are ignored: not sent, re-opened if the CRM row changes."""
+
+    endpoint: str = Field(description="the endpoint, e.g. contacts")
+    source_keys: list[str] = Field(description="the rows' source keys")
+    actor: str = Field(description="who is acting (recorded in the state store's audit trail)")
+    note: str = Field(default="", description="why (recorded as the rows' reason)")
+
+
+class ReconcileConfig(dg.Config):
+    """Stock movements in delivery_unknown, checked in Gestimum: delivered (Gestimum has them as
+    `document`) or released (Gestimum does not have them: the next sync sends them)."""
+
+    source_keys: list[str] = Field(description="the movements' ids")
+    actor: str = Field(description="who is acting (recorded in the state store's audit trail)")
+    delivered: bool = Field(description="true: Gestimum has them (give the document); false: send them again")
+    document: str = Field(default="", description="the Gestimum document they became (when delivered)")
+
+
+def _run(
+    context: dg.OpExecutionContext,
+    sync_state: SyncStateDatabase,
+    endpoints: EndpointRegistry,
+    act: Callable[[StateStore], operator.ActionOutcome],
+) -> operator.ActionOutcome:
+    store = sync_state.open(endpoints)
+    try:
+        outcome = act(store)
+    except operator.OperatorError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    finally:
+        store.close()
+    context.log.info(outcome.summary())
+    if not outcome.complete:
+        # What could be applied was; the run fails so the operator sees which rows were not.
+        raise dg.Failure(
+            description=outcome.summary(),
+            metadata={"changed": len(outcome.changed)},
+            allow_retries=False,
+        )
+    return outcome
+
+
+def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list[dg.JobDefinition]:
+    """The three jobs of one company file (Settings.scoped names them, and its state store's key)."""
+    tags = {"gestimum/trigger": "operator", COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
+    state_key = settings.scoped("sync_state")
+
+    @dg.op(name=settings.scoped("retry_rows"), tags=tags, required_resource_keys={state_key})
+    def retry_rows(context: dg.OpExecutionContext, config: RetryConfig) -> None:
+        _run(
+            context,
+            getattr(context.resources, state_key),
+            endpoints,
+            lambda store: operator.retry(
+                store, endpoints, config.endpoint, config.source_keys, actor=config.actor, run_id=context.run_id
+            ),
+        )
+
+    @dg.op(name=settings.scoped("ignore_rows"), tags=tags, required_resource_keys={state_key})
+    def ignore_rows(context: dg.OpExecutionContext, config: IgnoreConfig) -> None:
+        _run(
+            context,
+            getattr(context.resources, state_key),
+            endpoints,
+            lambda store: operator.ignore(
+                store,
+                endpoints,
+                config.endpoint,
+                config.source_keys,
+                actor=config.actor,
+                note=config.note or None,
+                run_id=context.run_id,
+            ),
+        )
+
+    @dg.op(name=settings.scoped("reconcile_rows"), tags=tags, required_resource_keys={state_key})
+    def reconcile_rows(context: dg.OpExecutionContext, config: ReconcileConfig) -> None:
+        _run(
+            context,
+            getattr(context.resources, state_key),
+            endpoints,
+            lambda store: operator.reconcile(
+                store,
+                endpoints,
+                config.source_keys,
+                actor=config.actor,
+                delivered=config.delivered,
+                document=config.document or None,
+                run_id=context.run_id,
+            ),
+        )
+
+    def job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
+        @dg.job(name=settings.scoped(name), description=description, tags=tags, executor_def=dg.in_process_executor)
+        def _job() -> None:
+            op()
+
+        return _job
+
+    return [
+        job(RETRY_JOB, retry_rows, "Re-queue rejected, held or ignored rows: the next sync sends them."),
+        job(IGNORE_JOB, ignore_rows, "Ignore rows: not sent until the CRM row changes."),
+        job(RECONCILE_JOB, reconcile_rows, "Settle stock movements in delivery_unknown after checking Gestimum."),
+    ]

@@ -1,0 +1,187 @@
+"""The operator's actions on rows of the state store: retry, ignore, reconcile.
+
+One implementation for both ways in: the `gestimum-pipeline` command (cli.py) and the
+Dagster jobs launched from the UI's Launchpad (defs/operator_jobs.py). Each action moves
+the named rows between statuses and records who did it (and, from Dagster, the run id) in
+the state store's audit trail (the `actions` table); the next sync acts on the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gestimum_pipeline.sync.endpoints import EndpointRegistry
+from gestimum_pipeline.sync.state import StateStore
+
+
+class OperatorError(ValueError):
+    """The action cannot be applied as asked; the message says what to pass instead."""
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    action: str
+    endpoint: str
+    to_status: str
+    from_statuses: tuple[str, ...]
+    changed: list[str]
+    # Rejected locally: no line to send again, only a corrected CRM row can be staged.
+    without_line: list[str] = field(default_factory=list)
+    # Not in one of `from_statuses` (or unknown keys): left as they were.
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.without_line and not self.skipped
+
+    def summary(self) -> str:
+        text = f"{self.action}: {len(self.changed)} {self.endpoint} rows now {self.to_status}"
+        if self.without_line:
+            text += f"; not changed (rejected locally, fix the CRM row): {', '.join(self.without_line)}"
+        if self.skipped:
+            text += f"; not changed (not in {'/'.join(self.from_statuses)}): {', '.join(self.skipped)}"
+        return text
+
+
+def _validate(endpoints: EndpointRegistry, endpoint: str, keys: Sequence[str], actor: str) -> None:
+    if endpoint not in endpoints:
+        raise OperatorError(f"unknown endpoint {endpoint!r}; known: {', '.join(endpoints.names)}")
+    if not keys:
+        raise OperatorError("no source keys given (see `gestimum-pipeline rejections`)")
+    if not actor.strip():
+        raise OperatorError("who is acting? an actor name is required (it is recorded with the action)")
+
+
+def _apply(
+    store: StateStore,
+    action: str,
+    endpoint: str,
+    keys: Sequence[str],
+    *,
+    actor: str,
+    from_statuses: tuple[str, ...],
+    to_status: str,
+    needs_line: bool = False,
+    run_id: str | None = None,
+    document: str | None = None,
+    reason: str | None = None,
+) -> ActionOutcome:
+    wanted = list(dict.fromkeys(keys))
+    sendable, without_line = store.sendable_keys(endpoint, wanted) if needs_line else (wanted, [])
+    changed = (
+        store.apply_action(
+            action,
+            endpoint,
+            sendable,
+            actor=actor,
+            from_statuses=from_statuses,
+            to_status=to_status,
+            document=document,
+            reason=reason,
+            run_id=run_id,
+        )
+        if sendable
+        else []
+    )
+    refused = sorted(set(without_line))
+    skipped = sorted(set(wanted) - set(changed) - set(refused))
+    return ActionOutcome(action, endpoint, to_status, from_statuses, changed, refused, skipped)
+
+
+def retry(
+    store: StateStore,
+    endpoints: EndpointRegistry,
+    endpoint: str,
+    keys: Sequence[str],
+    *,
+    actor: str,
+    run_id: str | None = None,
+) -> ActionOutcome:
+    """Re-queues rejected, held or ignored rows: the next sync sends them again."""
+    _validate(endpoints, endpoint, keys, actor)
+    # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
+    return _apply(
+        store,
+        "retry",
+        endpoint,
+        keys,
+        actor=actor,
+        from_statuses=("rejected", "held", "ignored"),
+        to_status="pending",
+        needs_line=True,
+        run_id=run_id,
+    )
+
+
+def ignore(
+    store: StateStore,
+    endpoints: EndpointRegistry,
+    endpoint: str,
+    keys: Sequence[str],
+    *,
+    actor: str,
+    note: str | None = None,
+    run_id: str | None = None,
+) -> ActionOutcome:
+    """Marks rows ignored: not sent, re-opened when the CRM row changes."""
+    _validate(endpoints, endpoint, keys, actor)
+    return _apply(
+        store,
+        "ignore",
+        endpoint,
+        keys,
+        actor=actor,
+        from_statuses=("rejected", "held", "pending"),
+        to_status="ignored",
+        reason=note,
+        run_id=run_id,
+    )
+
+
+def document_endpoint(endpoints: EndpointRegistry) -> str:
+    """The endpoint whose requests create documents (the only one that leaves delivery_unknown rows)."""
+    documents = [spec.name for spec in endpoints if spec.creates_documents]
+    if not documents:
+        raise OperatorError("no endpoint creates documents: nothing to reconcile")
+    return documents[0]
+
+
+def reconcile(
+    store: StateStore,
+    endpoints: EndpointRegistry,
+    keys: Sequence[str],
+    *,
+    actor: str,
+    delivered: bool,
+    document: str | None = None,
+    run_id: str | None = None,
+) -> ActionOutcome:
+    """Settles stock movements whose delivery is unknown: `delivered` (Gestimum has them, as
+    `document`) marks them imported; otherwise they are released, to be sent again."""
+    endpoint = document_endpoint(endpoints)
+    _validate(endpoints, endpoint, keys, actor)
+    if delivered:
+        if not (document or "").strip():
+            raise OperatorError("delivered needs the Gestimum document these movements became")
+        return _apply(
+            store,
+            "reconcile-delivered",
+            endpoint,
+            keys,
+            actor=actor,
+            from_statuses=("delivery_unknown",),
+            to_status="imported",
+            document=(document or "").strip(),
+            run_id=run_id,
+        )
+    return _apply(
+        store,
+        "reconcile-release",
+        endpoint,
+        keys,
+        actor=actor,
+        from_statuses=("delivery_unknown",),
+        to_status="pending",
+        run_id=run_id,
+    )
