@@ -6,7 +6,8 @@ The hourly schedule's runs usually have little to do, so what they cost is mostl
 Dagster costs. This prints, measured in one session on the same machine, the median wall
 time and CPU time (user + sys of the whole process tree) of:
 
-* ``trivial``: a trivial 15-asset daily-partitioned job (bench/trivial_job.py), in process;
+* ``trivial``: a trivial 15-asset daily-partitioned job (bench/trivial_job.py), in process,
+  launched the same way (`dg launch --assets '*' --partition D`, from a dg project of its own);
 * ``first_run``: the pipeline on a CRM of N customers (one contact, reference and stock
   movement each, all on one day) with an empty state store;
 * ``noop``: the same command again, nothing changed in the CRM;
@@ -44,17 +45,33 @@ DAY = date(2024, 1, 2)
 DATABASE = "gestimum_bench_small"
 BIN = Path(sys.executable).parent
 EDITED = 5
+FRESH_STATE = "DROP SCHEMA IF EXISTS gestimum_sync CASCADE"  # each first run starts from an empty store
 
 
-def materialize_command(module: str, day: str) -> list[str]:
-    """The README's command for one day (a scheduled run's usual range)."""
-    return [str(BIN / "dagster"), "asset", "materialize", "-m", module, "--select", "*", "--partition", day]
+# The trivial job as a dg project of its own, so both are launched by the same command.
+TRIVIAL_PROJECT = """[project]
+name = "trivial"
+version = "0"
+
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "bench"
+code_location_target_module = "bench.trivial_job"
+code_location_name = "trivial"
+"""
 
 
-def timed(command: list[str], env: dict[str, str]) -> dict[str, float]:
+def launch_command(day: str) -> list[str]:
+    """The README's command for one day (a scheduled run's usual range), run in a dg project."""
+    return [str(BIN / "dg"), "launch", "--assets", "*", "--partition", day]
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
     """Wall and CPU seconds (the whole process tree, from wait4) of one run; fails loudly."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -102,42 +119,45 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="gestimum-bench-small-"))
     try:
         shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        trivial_project = home / "trivial_project"
+        trivial_project.mkdir()
+        (trivial_project / "pyproject.toml").write_text(TRIVIAL_PROJECT)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
         env.update(
             DAGSTER_HOME=str(home),
             PYTHONPATH=str(ROOT),
+            VIRTUAL_ENV=sys.prefix,  # dg runs the code in this environment, where the project is installed
             CRM_DATABASE_URL=crm_url,
             GESTIMUM_URL=sink.url,
             GESTIMUM_FICHIER="BENCH.Gestimum",
             GESTIMUM_UTILISATEUR="BENCH",
             GESTIMUM_MOT_PASSE="",
         )
-        day = DAY.isoformat()
-        pipeline = materialize_command("gestimum_pipeline.definitions", day)
+        command = launch_command(DAY.isoformat())
         results: dict[str, Any] = {}
 
-        def variant(name: str, command: list[str], before: str | None = None) -> None:
+        def variant(name: str, project: Path, before: str | None = None) -> None:
             samples, received = [], []
             for _ in range(args.runs):
                 if before:
                     sql(crm_url, before)
                 sink.reset()
-                samples.append(timed(command, env))
+                samples.append(timed(command, env, project))
                 received.append(sink.stats())
             results[name] = median(samples, received)
             print(f"[bench] {name}: {results[name]}", file=sys.stderr)
 
-        timed(materialize_command("bench.trivial_job", day), env)  # warm-up: imports, the instance's tables
-        variant("trivial", materialize_command("bench.trivial_job", day))
-        variant("first_run", pipeline, before="DROP SCHEMA IF EXISTS gestimum_sync CASCADE")
-        variant("noop", pipeline)
+        timed(command, env, trivial_project)  # warm-up: imports, the instance's tables
+        variant("trivial", trivial_project)
+        variant("first_run", ROOT, before=FRESH_STATE)
+        variant("noop", ROOT)
         # A new name (toggled, so each run edits again) and a later change time within the day.
         touch = (
             "UPDATE crm.customers SET updated_at = updated_at + interval '1 second',"
             " name = CASE WHEN name LIKE '% bis' THEN left(name, -4) ELSE name || ' bis' END"
             f" WHERE code IN (SELECT code FROM crm.customers ORDER BY code LIMIT {EDITED})"
         )
-        variant("changed", pipeline, before=touch)
+        variant("changed", ROOT, before=touch)
     finally:
         sink.close()
         shutil.rmtree(home, ignore_errors=True)
