@@ -24,13 +24,12 @@ from typing import Any
 import dagster as dg
 from dagster._serdes import serialize_value
 from databases import copy_database
-from sync_harness import execute, failure_message
+from sync_harness import HARNESS_SETTINGS, execute, failure_message
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
 from gestimum_pipeline.db import connect, create_database, database_name, drop_database, url_with, with_database
 from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
-from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 
 __all__ = ["execute"]  # re-exported for the reliability tests
@@ -248,7 +247,7 @@ def run_job(
     instance: dg.DagsterInstance | None = None,
 ) -> Run:
     """Runs the whole graph once, in process, like a scheduled run of the production job."""
-    defs = build_definitions(Settings(), resources=dep.resources(), without_preflight=without_preflight)
+    defs = build_definitions(HARNESS_SETTINGS, resources=dep.resources(), without_preflight=without_preflight)
     job = defs.resolve_job_def("gestimum_sync")
     instance = instance or dg.DagsterInstance.ephemeral()
     kwargs: dict[str, Any] = {"raise_on_error": False, "instance": instance}
