@@ -46,6 +46,13 @@ TIERS = ("unit", "integration", "e2e")
 LONGEST_FIRST = ("test_production_instance.py", "test_ui.py", "test_cli_materialize.py", "test_alerts.py")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the cores. Much of an end-to-end test waits on another
+    process (a daemon's tick, a subprocess starting, the simulator's delays), so a spare
+    worker keeps the cores busy: on 2 cores, 3 workers took 186 s where 2 took 232 s."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         tier = Path(item.path).relative_to(TESTS).parts[0] if Path(item.path).is_relative_to(TESTS) else ""
