@@ -45,11 +45,14 @@ from gestimum_pipeline.gestimum.errors import (
 from gestimum_pipeline.gestimum.journal import ImportResult
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry, EndpointSpec
 from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
-from gestimum_pipeline.sync.state import Outcome, PendingLine, StageCounts, StateStore
+from gestimum_pipeline.sync.state import Outcome, PendingLine, StageCounts, StateStore, WriterFenced
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_REJECTIONS = 200
+# Passes over the pending lines when some changed between being read and being marked:
+# a row re-staged during the sink is sent in the same run (still pending after: the next run).
+_MAX_PASSES = 3
 # Journal entries kept for the sink's metadata: enough to read a run, bounded for 10 000-line requests.
 MAX_REPORTED_JOURNAL_ENTRIES = 200
 
@@ -94,6 +97,7 @@ class StageReport:
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason), capped
     duration_seconds: float = 0.0
     window_unchanged: bool = False  # the window's rows are the versions already staged: not read
+    skipped: int = 0  # rows whose CRM version differs but was not taken (stock movements already sent)
 
 
 @dataclass
@@ -124,6 +128,7 @@ class SendReport:
     bytes_posted: int = 0  # request bodies, envelopes and retries included
     journal: list[str] = field(default_factory=list)  # Gestimum's journals, redacted, capped
     journal_entries: int = 0  # all entries, including those beyond the cap
+    not_marked: int = 0  # read as pending, but changed (or taken) before their request: not sent then
 
 
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
@@ -204,6 +209,7 @@ def stage_endpoint(
         report.staged += counts.staged
         report.rejected_locally += counts.rejected
         report.unchanged += counts.unchanged
+        report.skipped += counts.skipped
 
     try:
         # One snapshot for the window's signature and its rows: a window whose row versions
@@ -265,7 +271,9 @@ def stage_endpoint(
                 stats.rules["case_colliding_key_rejected"] += 1
                 if len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((key, reason))
-        if signature is not None and not report.window_unchanged:
+        # A window with a row the store refused to take (a stock movement changed after it was
+        # sent) is read again by the next run: never recorded as unchanged.
+        if signature is not None and not report.window_unchanged and not report.skipped:
             state.record_window_signature(
                 endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id
             )
@@ -387,19 +395,27 @@ def send_endpoint(
                 report.recovered_in_flight = state.recover_in_flight(endpoint.name)
                 report.released = state.release_children(endpoint.name)
                 report.held = state.hold_orphans(endpoint.name)
-            pending: Iterator[PendingLine] = state.iter_pending(endpoint.name)
-            try:
-                for _, group in groupby(pending, key=lambda p: p.group_key):
-                    for batch in batched(
-                        group, line_of=lambda p: p.line, max_lines=max_lines, max_bytes=max_bytes, overhead=overhead
-                    ):
-                        _send_batch(
-                            state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
-                        )
-            finally:
-                # Closed here, not by the garbage collector: on a dead connection closing raises.
-                with contextlib.suppress(psycopg2.Error):
-                    pending.close()  # type: ignore[attr-defined]
+            for _ in range(_MAX_PASSES):
+                skipped_before = report.not_marked
+                pending: Iterator[PendingLine] = state.iter_pending(endpoint.name)
+                try:
+                    for _, group in groupby(pending, key=lambda p: p.group_key):
+                        for batch in batched(
+                            group,
+                            line_of=lambda p: p.line,
+                            max_lines=max_lines,
+                            max_bytes=max_bytes,
+                            overhead=overhead,
+                        ):
+                            _send_batch(
+                                state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
+                            )
+                finally:
+                    # Closed here, not by the garbage collector: on a dead connection closing raises.
+                    with contextlib.suppress(psycopg2.Error):
+                        pending.close()  # type: ignore[attr-defined]
+                if report.not_marked == skipped_before:
+                    break  # every line read was sent: rows re-staged meanwhile were read again
     except (psycopg2.Error, DatabaseUnavailable) as exc:
         raise StateStoreFailure(
             f"the state store failed while sending {endpoint.name}, after {report.requests} answered requests "
@@ -440,14 +456,34 @@ def _send_batch(
         _keep_journal(report, request_no, result, client)
         return
     request_id = f"{(run_id or 'manual')[:8]}-{endpoint.name}-{request_no}"
-    state.mark_in_flight(endpoint.name, keys, request_id=request_id, run_id=run_id)
+    try:
+        marked = state.mark_in_flight(endpoint.name, batch, request_id=request_id, run_id=run_id)
+    except WriterFenced as exc:
+        raise SyncError(
+            f"{endpoint.name}: {exc}. Nothing more was sent by this run; the other run sends the rest, and "
+            "rows of this run's last request are settled by it (stock: delivery_unknown, for an operator)."
+        ) from None
+    if len(marked) < len(keys):
+        # Re-staged, sent by another writer, or acted on by an operator since they were read:
+        # only the rows marked now are sent (the others, if still pending, on the next pass).
+        report.not_marked += len(keys) - len(marked)
+        chosen = set(marked)
+        batch = [p for p in batch if p.source_key in chosen]
+        keys = [p.source_key for p in batch]
+        lines = [p.line for p in batch]
+    if not keys:
+        return
     try:
         result = client.import_lines(endpoint, lines)
     except GestimumError as exc:
         if _not_delivered(endpoint, exc):
-            state.settle_in_flight(endpoint.name, keys, delivered=False, reason=f"request failed: {exc}")
+            state.settle_in_flight(
+                endpoint.name, keys, delivered=False, reason=f"request failed: {exc}", request_id=request_id
+            )
             raise
-        state.settle_in_flight(endpoint.name, keys, delivered=None, reason=f"request {request_id}: {exc}")
+        state.settle_in_flight(
+            endpoint.name, keys, delivered=None, reason=f"request {request_id}: {exc}", request_id=request_id
+        )
         shown = ", ".join(keys[:20]) + (", …" if len(keys) > 20 else "")
         raise DeliveryUnknownError(
             f"{len(keys)} stock movements (request {request_id}; ids {shown}) may or may not have become "
@@ -459,13 +495,13 @@ def _send_batch(
     except BaseException:
         # Anything else (a bug, KeyboardInterrupt): we cannot know how far the request got.
         if endpoint.idempotent:
-            state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted")
+            state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted", request_id=request_id)
         raise
     report.requests += 1
     outcomes = _account(report, request_no, keys, result)
     _keep_journal(report, request_no, result, client)
     try:
-        state.record_outcomes(endpoint.name, outcomes)
+        state.record_outcomes(endpoint.name, outcomes, request_id=request_id)
     except (psycopg2.Error, DatabaseUnavailable) as exc:
         # Gestimum's answer is known but not recorded: say it, so the operator can reconcile from it.
         docs = f", documents {', '.join(result.documents)}" if result.documents else ""

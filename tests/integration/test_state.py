@@ -17,10 +17,12 @@ ENC = LineEncoder()
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[StateStore]:
+    """A store holding the company file's lease, as a sink does: rows are marked only by a fenced writer."""
     s = StateStore(database_url)
     s.migrate()
     try:
-        yield s
+        with s.company_lock("TEST.Gestimum"):
+            yield s
     finally:
         s.close()
 
