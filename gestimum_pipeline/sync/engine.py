@@ -334,19 +334,32 @@ def _reject_duplicate_keys(spec: EndpointSpec, mapped: list[MappedRow], previous
     return out
 
 
+# HTTP statuses that prove Gestimum processed nothing: 503/429 refuse the work itself, and
+# 401/403/404 are the documented refusals of the credentials or the company file (by status,
+# never by the words of a message, which Gestimum does not document).
+_NOT_PROCESSED_STATUSES = frozenset({503, 429})
+_REFUSED_BEFORE_PROCESSING = frozenset({401, 403, 404})
+
+
 def _not_delivered(endpoint: Endpoint, exc: GestimumError) -> bool:
-    """True when Gestimum surely did not process the request (or re-processing is harmless)."""
+    """True when Gestimum surely did not process the request (or re-processing is harmless).
+
+    Conservative for document-creating endpoints: anything not provably before processing
+    (a 200 whose `resultat` is an error, whatever its message; a 400; a 5xx but 503) leaves
+    the movements delivery_unknown for an operator to reconcile.
+    """
     if endpoint.idempotent:
         return True
     if isinstance(exc, GestimumDeliveryUnknown):
         return False
-    if isinstance(exc, (GestimumUnreachable, GestimumAuthenticationError)):
-        return True
-    # A 4xx refusal of the envelope stores nothing; a 503 means "not processed".
+    if isinstance(exc, GestimumUnreachable):
+        return True  # never connected (refused, DNS, connect timeout, TLS handshake)
     status = exc.status or 0
-    if isinstance(exc, GestimumProtocolError) and 400 <= status < 500:
+    if isinstance(exc, GestimumServerError) and status in _NOT_PROCESSED_STATUSES:
         return True
-    return isinstance(exc, GestimumServerError) and status == 503
+    return (
+        isinstance(exc, (GestimumAuthenticationError, GestimumProtocolError)) and status in _REFUSED_BEFORE_PROCESSING
+    )
 
 
 def _documents_for(result: ImportResult, imported_keys: list[str]) -> list[str | None]:
