@@ -40,6 +40,7 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumError,
     GestimumUnreachable,
 )
+from gestimum_pipeline.sync.state import StateStoreError
 
 # Below this a request cannot hold the envelope and one ordinary line.
 MIN_REQUEST_BYTES = 4096
@@ -133,7 +134,13 @@ def run_preflight(
 
     started = time.perf_counter()
     try:
-        sync_state.open().close()
+        store = sync_state.open()
+        try:
+            store.check_owner(gestimum.url, gestimum.company_file)
+        finally:
+            store.close()
+    except StateStoreError as exc:  # missing (the command to create it), or another company file's
+        report.problems.append(str(exc))
     except DatabaseUnavailable as exc:
         report.problems.append(f"{exc}; {DB_HINT}")
     except ValueError as exc:

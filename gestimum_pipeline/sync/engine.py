@@ -403,6 +403,7 @@ def send_endpoint(
         endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
     )
     try:
+        state.check_owner(client.base_url, company_file)  # never a store kept for another company file
         with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
             if not dry_run:
                 report.recovered_in_flight = state.recover_in_flight(endpoint.name)

@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
 from gestimum_pipeline.db import connect, db_reason, validate_identifier
+from gestimum_pipeline.redaction import redact_url
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.mapping import MappedRow
 
@@ -187,7 +189,24 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE {schema}.records ADD COLUMN sent_hash text;
         """,
     ),
+    (
+        4,
+        "the Gestimum host and company file the store belongs to",
+        # One row at most: a store describes what one company file holds, so it refuses
+        # another (every movement would look sent, or be sent again).
+        """
+        CREATE TABLE {schema}.owner (
+            singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            gestimum_host  text NOT NULL,
+            company_file   text NOT NULL,
+            claimed_at     timestamptz NOT NULL DEFAULT now(),
+            claimed_by     text
+        );
+        """,
+    ),
 ]
+
+INIT_COMMAND = "gestimum-pipeline state init"
 
 # The status a row takes when its flight ends without an answer that applies to the line
 # now staged: a change queued while in flight (or a failed request) goes back to pending,
@@ -197,6 +216,19 @@ _REQUEUED = "CASE WHEN r.line IS NULL THEN 'rejected' ELSE 'pending' END"
 
 class StateStoreError(RuntimeError):
     pass
+
+
+class StateStoreMissing(StateStoreError):
+    """No state store at this URL and schema: creating one is an explicit act."""
+
+
+class StateStoreOwnerMismatch(StateStoreError):
+    """The store belongs to another Gestimum host or company file."""
+
+
+def gestimum_host(url: str) -> str:
+    """The host part of a Gestimum URL, as the store records it (lower case, no port, no credentials)."""
+    return (urlsplit(url).hostname or url).lower()
 
 
 class WriterFenced(StateStoreError):
@@ -324,6 +356,66 @@ class StateStore:
                 )
                 current = version
         return current
+
+    def exists(self) -> bool:
+        """Whether a state store was created at this URL and schema (never creates anything)."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".schema_migrations',))
+            return bool(cur.fetchone()[0])
+
+    def open_existing(self) -> int:
+        """Upgrades an existing store to the latest schema; a missing one is an error naming the command."""
+        if not self.exists():
+            raise StateStoreMissing(
+                f"no state store at {redact_url(self.url)} (schema {self.schema!r}, from {self._setting}): create "
+                f"it with `{INIT_COMMAND}` (or check the URL and schema: a new store would send every movement of "
+                "the range again)"
+            )
+        return self.migrate()
+
+    def init(self, gestimum_url: str, company_file: str, *, actor: str | None = None) -> bool:
+        """Creates (or upgrades) the store for this Gestimum host and company file; True if it was new.
+
+        Refuses a store that belongs to another host or company file.
+        """
+        created = not self.exists()
+        self.migrate()
+        self.check_owner(gestimum_url, company_file, claimed_by=actor)
+        return created
+
+    def owner(self) -> tuple[str, str] | None:
+        """(Gestimum host, company file) the store belongs to, or None if no sink has claimed it yet."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(self._q("SELECT gestimum_host, company_file FROM {schema}.owner"))
+            found = cur.fetchone()
+        return (found[0], found[1]) if found else None
+
+    def check_owner(self, gestimum_url: str, company_file: str, *, claimed_by: str | None = None) -> None:
+        """Refuses to work for another Gestimum host or company file than the store's own.
+
+        A store created before it recorded its owner is claimed by its first check.
+        """
+        host = gestimum_host(gestimum_url)
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.owner (gestimum_host, company_file, claimed_by) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (singleton) DO NOTHING"
+                ),
+                (host, company_file, claimed_by or f"pid {os.getpid()} on {socket.gethostname()}"),
+            )
+            cur.execute(self._q("SELECT gestimum_host, company_file FROM {schema}.owner"))
+            owner_host, owner_file = cur.fetchone()
+        if (owner_host, owner_file) != (host, company_file):
+            raise StateStoreOwnerMismatch(
+                f"the state store at {redact_url(self.url)} (schema {self.schema!r}) belongs to company file "
+                f"{owner_file!r} on Gestimum host {owner_host!r}, but this run is set for {company_file!r} on "
+                f"{host!r}: check GESTIMUM_URL and GESTIMUM_FICHIER, or give this company file its own store "
+                f"(SYNC_STATE_DATABASE_URL or another schema, created with `{INIT_COMMAND}`)"
+            )
 
     # -- staging (transform assets) -------------------------------------------------
     def stage(
