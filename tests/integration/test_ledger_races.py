@@ -102,6 +102,7 @@ def test_a_sink_whose_lock_session_was_dropped_sends_nothing_twice(
             cur.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks"
                 " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             )
             assert cur.rowcount == 1
         b_report.append(send(b, HookedClient(simulator.url, posted), catalog.DOCUMENTS_STOCK))
