@@ -99,6 +99,37 @@ def stream_window(
     return _stream(conn, query, (start, end), rel.name, chunk_size)
 
 
+def stream_keys(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Yield the key columns of the rows with ``start <= change_column < end``, in chunks."""
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    query = sql.SQL("SELECT {keys} FROM {table} WHERE {change} >= %s AND {change} < %s ORDER BY {keys}").format(
+        keys=sql.SQL(", ").join(sql.Identifier(c) for c in rel.key_columns),
+        table=_table(schema, rel),
+        change=sql.Identifier(rel.change_column),
+    )
+    return _stream(conn, query, (start, end), rel.name, chunk_size)
+
+
+def count_before(conn: psycopg2.extensions.connection, schema: str, relation: str, before: datetime) -> int:
+    """How many rows changed before `before` (or with no change time: invisible to every window)."""
+    rel = contract.relation(relation)
+    query = sql.SQL("SELECT count(*) FROM {table} WHERE {change} < %s OR {change} IS NULL").format(
+        table=_table(schema, rel), change=sql.Identifier(rel.change_column)
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (_aware(before, "before"),))
+        return int(cur.fetchone()[0])
+
+
 def _stream(
     conn: psycopg2.extensions.connection,
     query: sql.Composable,

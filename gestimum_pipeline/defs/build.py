@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
-from gestimum_pipeline.defs.assets import build_assets
+from gestimum_pipeline.defs.assets import build_assets, sink_key
 from gestimum_pipeline.defs.checks import build_all_state_checks
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources
@@ -43,7 +43,9 @@ def build_definitions(
         assets=build_assets(settings, endpoints),
         asset_checks=checks,
         jobs=[job],
-        schedules=[build_sync_schedule(settings, job, daily_partitions(settings))],
+        schedules=[
+            build_sync_schedule(settings, job, daily_partitions(settings), [sink_key(n) for n in endpoints.names])
+        ],
         sensors=alert_sensors,
         resources={
             **build_resources(settings),

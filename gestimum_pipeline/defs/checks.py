@@ -6,12 +6,15 @@ store, so they can also be re-run on their own from the UI.
 """
 
 from collections.abc import Callable
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from gestimum_pipeline.defs.assets import sink_key
-from gestimum_pipeline.defs.resources import SyncStateDatabase
+from gestimum_pipeline.defs.resources import CrmDatabase, SyncOptions, SyncStateDatabase
 from gestimum_pipeline.defs.settings import Settings
+from gestimum_pipeline.gestimum.envelope import LineFormat
 from gestimum_pipeline.sync import health
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
@@ -88,5 +91,35 @@ def build_state_checks(
     return checks
 
 
+def build_coverage_check(endpoint: str, settings: Settings, endpoints: EndpointRegistry) -> dg.AssetChecksDefinition:
+    """Fails when CRM rows changed inside windows already synced are missing from the state store."""
+    spec = endpoints.get(endpoint)
+    not_before = datetime.combine(date.fromisoformat(settings.start_date), time(), ZoneInfo(settings.timezone))
+
+    @dg.asset_check(
+        asset=sink_key(endpoint),
+        name="crm_rows_in_state_store",
+        description=f"Fails when `{spec.relation}` rows changed inside windows already synced are not in the state "
+        "store (never read by any run); shows how many rows changed before GESTIMUM_SYNC_START_DATE.",
+    )
+    def _check(crm: CrmDatabase, sync_state: SyncStateDatabase, sync_options: SyncOptions) -> dg.AssetCheckResult:
+        mapper = spec.make_mapper(LineFormat().encoder(), sync_options.account_prefix)  # only its keys are used
+        store = sync_state.open(endpoints)
+        conn = crm.connect()
+        try:
+            finding = health.crm_coverage(
+                store, conn, crm.checked_schema([spec.relation]), endpoint, spec.relation, mapper, not_before=not_before
+            )
+            return check_result(finding, dg.AssetCheckSeverity.ERROR)
+        finally:
+            conn.close()
+            store.close()
+
+    return _check
+
+
 def build_all_state_checks(settings: Settings, endpoints: EndpointRegistry) -> list[dg.AssetChecksDefinition]:
-    return [c for name in endpoints.names for c in build_state_checks(name, settings.max_waiting_minutes, endpoints)]
+    return [
+        *(c for name in endpoints.names for c in build_state_checks(name, settings.max_waiting_minutes, endpoints)),
+        *(build_coverage_check(name, settings, endpoints) for name in endpoints.names),
+    ]

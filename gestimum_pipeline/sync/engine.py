@@ -277,6 +277,7 @@ def stage_endpoint(
             state.record_window_signature(
                 endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id
             )
+        state.record_staged_window(endpoint, window.start, window.end, run_id=run_id)  # for the coverage check
     except psycopg2.Error as exc:  # the window's signature, or the state store between chunks
         raise SourceReadError(
             f"a database failed while staging {endpoint} after {report.rows_read} rows ({db_reason(exc)}); "

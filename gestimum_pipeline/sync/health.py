@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gestimum_pipeline.crm.queries import count_before, stream_keys
+from gestimum_pipeline.sync.mapping import Mapper
 from gestimum_pipeline.sync.state import StateStore
 
 # Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
@@ -111,3 +113,53 @@ def _iso(value: datetime | None) -> str:
 def _minutes(seconds: float) -> str:
     minutes = seconds / 60
     return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
+
+
+def crm_coverage(
+    store: StateStore,
+    crm_conn: Any,
+    crm_schema: str,
+    endpoint: str,
+    relation: str,
+    mapper: Mapper,
+    *,
+    not_before: datetime,
+    limit: int = MAX_LISTED_ROWS,
+    chunk_size: int = 10_000,
+) -> Finding:
+    """CRM rows changed inside the windows staged in full, yet missing from the state store.
+
+    A row there was never seen by any transform (a window staged before the row was
+    committed with an older change time, or a faulty read): it fails the check. Rows
+    changed before the sync's start date (or with no change time) are in no window:
+    counted and shown, never silently ignored.
+    """
+    before = count_before(crm_conn, crm_schema, relation, not_before)
+    missing: list[str] = []
+    total_missing = 0
+    checked = 0
+    for start, end in store.staged_windows(endpoint):
+        for chunk in stream_keys(crm_conn, crm_schema, relation, start, end, chunk_size=chunk_size):
+            keys = [mapper.key_of(row) for row in chunk]
+            checked += len(keys)
+            absent = store.missing_keys(endpoint, keys)
+            total_missing += len(absent)
+            missing.extend(absent[: max(limit - len(missing), 0)])
+    crm_conn.rollback()  # the key streams' transaction: read only
+    counts = {"crm_rows_checked": checked, "missing_from_state_store": total_missing, "before_start_date": before}
+    outside = (
+        f"; {before} {relation} rows changed before GESTIMUM_SYNC_START_DATE ({not_before.date().isoformat()}) "
+        "or with no change time are in no partition and never sent"
+        if before
+        else ""
+    )
+    if not total_missing:
+        return Finding(True, f"every {relation} row of the synced windows is in the state store{outside}", counts)
+    named = ", ".join(missing[:MAX_NAMED_IN_SUMMARY]) + (", …" if total_missing > MAX_NAMED_IN_SUMMARY else "")
+    return Finding(
+        False,
+        f"{total_missing} {relation} rows changed inside windows already synced are not in the state store "
+        f"({named}): rerun those partitions (a backfill) so they are read{outside}",
+        counts,
+        [{"source_key": k, "reason": "not in the state store"} for k in missing],
+    )

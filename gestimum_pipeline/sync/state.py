@@ -204,6 +204,22 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "windows staged in full",
+        # What a coverage check compares with the CRM: every row changed inside a window
+        # staged in full must be in `records` (a row missing there was never seen).
+        """
+        CREATE TABLE {schema}.staged_windows (
+            endpoint     text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end   timestamptz NOT NULL,
+            run_id       text,
+            recorded_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (endpoint, window_start, window_end)
+        );
+        """,
+    ),
 ]
 
 INIT_COMMAND = "gestimum-pipeline state init"
@@ -992,6 +1008,51 @@ class StateStore:
                 ),
                 (endpoint, mapping, start, end, signature[0], signature[1], run_id),
             )
+
+    def record_staged_window(self, endpoint: str, start: datetime, end: datetime, *, run_id: str | None) -> None:
+        """Called once every row of the window has been staged (or found unchanged)."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.staged_windows (endpoint, window_start, window_end, run_id)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (endpoint, window_start, window_end)"
+                    " DO UPDATE SET run_id = EXCLUDED.run_id, recorded_at = now()"
+                ),
+                (endpoint, start, end, run_id),
+            )
+
+    def staged_windows(self, endpoint: str) -> list[tuple[datetime, datetime]]:
+        """The endpoint's windows staged in full, merged into disjoint ranges in time order."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT window_start, window_end FROM {schema}.staged_windows WHERE endpoint = %s"
+                    " ORDER BY window_start, window_end"
+                ),
+                (endpoint,),
+            )
+            merged: list[tuple[datetime, datetime]] = []
+            for start, end in cur.fetchall():
+                if merged and start <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+                else:
+                    merged.append((start, end))
+        return merged
+
+    def missing_keys(self, endpoint: str, keys: Sequence[str]) -> list[str]:
+        """The keys among `keys` that have no record for the endpoint."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT k FROM unnest(%s::text[]) AS k WHERE NOT EXISTS"
+                    " (SELECT 1 FROM {schema}.records r WHERE r.endpoint = %s AND r.source_key = k)"
+                ),
+                (list(keys), endpoint),
+            )
+            return [k for (k,) in cur.fetchall()]
 
     def records(
         self,
