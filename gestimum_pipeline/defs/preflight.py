@@ -136,7 +136,7 @@ def run_preflight(
     try:
         store = sync_state.open()
         try:
-            store.check_owner(gestimum.url, gestimum.company_file)
+            store.check_owner(gestimum.url, gestimum.company_file, claim=False)  # claimed by a sink once it sent
         finally:
             store.close()
     except StateStoreError as exc:  # missing (the command to create it), or another company file's

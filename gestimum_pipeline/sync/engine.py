@@ -404,7 +404,9 @@ def send_endpoint(
         endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
     )
     try:
-        state.check_owner(client.base_url, company_file)  # never a store kept for another company file
+        # Never a store kept for another company file; an unclaimed one is claimed below, once
+        # Gestimum has accepted a request for this company file (a wrong setting claims nothing).
+        state.check_owner(client.base_url, company_file, claim=False)
         with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
             if not dry_run:
                 report.recovered_in_flight = state.recover_in_flight(endpoint.name)
@@ -439,6 +441,8 @@ def send_endpoint(
             "for an operator to reconcile (`gestimum-pipeline rejections --status delivery_unknown`). Check "
             "SYNC_STATE_DATABASE_URL (default CRM_DATABASE_URL), then rerun the partition."
         ) from None
+    if report.requests and not dry_run:
+        state.check_owner(client.base_url, company_file)
     report.http_attempts = client.requests_made - attempts_before
     report.bytes_posted = client.bytes_posted - bytes_before
     report.duration_seconds = time.perf_counter() - started

@@ -408,23 +408,30 @@ class StateStore:
             found = cur.fetchone()
         return (found[0], found[1]) if found else None
 
-    def check_owner(self, gestimum_url: str, company_file: str, *, claimed_by: str | None = None) -> None:
+    def check_owner(
+        self, gestimum_url: str, company_file: str, *, claim: bool = True, claimed_by: str | None = None
+    ) -> None:
         """Refuses to work for another Gestimum host or company file than the store's own.
 
-        A store created before it recorded its owner is claimed by its first check.
+        A store without an owner yet (created by `migrate()` alone, or before owners were
+        recorded) is claimed when `claim` (by `init`, or by a sink once Gestimum has answered).
         """
         host = gestimum_host(gestimum_url)
         conn = self.conn
         with conn, conn.cursor() as cur:
-            cur.execute(
-                self._q(
-                    "INSERT INTO {schema}.owner (gestimum_host, company_file, claimed_by) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (singleton) DO NOTHING"
-                ),
-                (host, company_file, claimed_by or f"pid {os.getpid()} on {socket.gethostname()}"),
-            )
+            if claim:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO {schema}.owner (gestimum_host, company_file, claimed_by) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (singleton) DO NOTHING"
+                    ),
+                    (host, company_file, claimed_by or f"pid {os.getpid()} on {socket.gethostname()}"),
+                )
             cur.execute(self._q("SELECT gestimum_host, company_file FROM {schema}.owner"))
-            owner_host, owner_file = cur.fetchone()
+            found = cur.fetchone()
+        if found is None:
+            return
+        owner_host, owner_file = found
         if (owner_host, owner_file) != (host, company_file):
             raise StateStoreOwnerMismatch(
                 f"the state store at {redact_url(self.url)} (schema {self.schema!r}) belongs to company file "
