@@ -28,6 +28,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from gestimum_pipeline.crm import contract
 from gestimum_pipeline.crm.queries import stream_window, window_signature
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason
 from gestimum_pipeline.gestimum.batching import batched
@@ -181,6 +182,7 @@ def stage_endpoint(
     """Streams the window's rows, maps them and records them in the state store, chunk by chunk."""
     endpoint = spec.name
     relation = spec.relation
+    rel = contract.relation(relation)
     report = StageReport(endpoint, relation, window)
     stats = MappingStats()
     started = time.perf_counter()
@@ -249,7 +251,7 @@ def stage_endpoint(
                 ) from None
             if chunk is None:
                 break
-            mapped = [mapper.map(row) for row in chunk]
+            mapped = [_map_checked(spec, rel, mapper, row) for row in chunk]
             mapped = _reject_duplicate_keys(spec, mapped, last_key)
             last_key = mapped[-1].source_key if mapped else last_key
             for m in mapped:
@@ -292,6 +294,25 @@ def stage_endpoint(
     report.rules = stats.rules
     report.duration_seconds = time.perf_counter() - started
     return report
+
+
+# The record named by a rejection whose key itself breaks the contract (NULL, wrong type).
+INVALID_KEY = "(invalid key)"
+
+
+def _map_checked(spec: EndpointSpec, rel: contract.Relation, mapper: Mapper, row: Any) -> MappedRow:
+    """Maps one row; a value that breaks the source contract (or trips the mapper) becomes a
+    local rejection naming the record and field, never a crash and never str() of it."""
+    problems = contract.row_problems(rel, row)
+    key_broken = any(column in rel.key_columns for column, _ in problems)
+    if not problems:
+        try:
+            return mapper.map(row)
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            problems = [("(row)", f"could not be mapped ({type(exc).__name__})")]
+    key = INVALID_KEY if key_broken else mapper.key_of(row)
+    reason = "; ".join(f"{spec.name} record {key} field {column}: {problem}" for column, problem in problems)
+    return MappedRow(key, content_hash(reason), reason=reason)
 
 
 def _reject_duplicate_keys(spec: EndpointSpec, mapped: list[MappedRow], previous_key: str | None) -> list[MappedRow]:
