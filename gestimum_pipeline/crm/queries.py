@@ -119,6 +119,27 @@ def stream_keys(
     return _stream(conn, query, (start, end), rel.name, chunk_size)
 
 
+def existing_keys(conn: psycopg2.extensions.connection, schema: str, relation: str, keys: Sequence[str]) -> set[str]:
+    """Which of `keys` (source keys of a single-column-key relation) still have a row in the CRM."""
+    rel = contract.relation(relation)
+    if len(rel.key_columns) != 1:
+        raise ValueError(f"{rel.name} has a composite key: existing_keys needs a single key column")
+    column = rel.key_columns[0]
+    integer = contract.COLUMN_KINDS[rel.name][column] == contract.INTEGER_ID
+    wanted: list[Any] = []
+    for key in keys:
+        if not integer:
+            wanted.append(key)
+        elif key.lstrip("-").isdigit():  # compared as bigint, so the key's index is used
+            wanted.append(int(key))
+    query = sql.SQL("SELECT {key}::text FROM {table} WHERE {key} = ANY(%s::{array})").format(
+        key=sql.Identifier(column), table=_table(schema, rel), array=sql.SQL("bigint[]" if integer else "text[]")
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (wanted,))
+        return {k for (k,) in cur.fetchall()}
+
+
 def count_before(conn: psycopg2.extensions.connection, schema: str, relation: str, before: datetime) -> int:
     """How many rows changed before `before` (or with no change time: invisible to every window)."""
     rel = contract.relation(relation)

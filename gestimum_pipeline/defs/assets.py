@@ -16,7 +16,7 @@ import dagster as dg
 import psycopg2
 
 from gestimum_pipeline.crm.contract import check_contract
-from gestimum_pipeline.crm.queries import count_window
+from gestimum_pipeline.crm.queries import count_window, existing_keys
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
 from gestimum_pipeline.defs.preflight import run_preflight
@@ -374,6 +374,7 @@ def build_sink(
     )
     def _sink(
         context: dg.AssetExecutionContext,
+        crm: CrmDatabase,
         gestimum: GestimumApi,
         sync_state: SyncStateDatabase,
         sync_options: SyncOptions,
@@ -384,6 +385,16 @@ def build_sink(
         except DatabaseUnavailable as exc:
             client.close()
             raise _fail("state store unreachable", exc) from None
+        crm_conn: Any = None
+
+        def source_exists(keys: list[str]) -> set[str]:
+            # Movements deleted in the CRM before they are sent are withdrawn, not sent.
+            nonlocal crm_conn
+            if crm_conn is None:
+                crm_conn = crm.connect()
+                crm_conn.autocommit = True
+            return existing_keys(crm_conn, crm.schema_name, spec.relation, keys)
+
         failure: dg.Failure | None = None
         cause: Exception | None = None
         report: SendReport | None = None
@@ -398,6 +409,7 @@ def build_sink(
                 dry_run=sync_options.dry_run,
                 run_id=context.run_id,
                 logger=context.log,
+                source_exists=source_exists if spec.creates_documents else None,
             )
             counts = state.counts(endpoint_name).get(endpoint_name, {})
         except DeliveryUnknownError as exc:
@@ -416,6 +428,8 @@ def build_sink(
         finally:
             state.close()
             client.close()
+            if crm_conn is not None:
+                crm_conn.close()
         if failure is not None:
             answer_problem = unaccountable_answer(cause) if cause is not None else None
             if answer_problem is not None:

@@ -61,7 +61,8 @@ def build_state_checks(
             endpoint,
             "no_rejected_lines",
             "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
-            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it.",
+            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it (a stock movement "
+            "rejected by Gestimum needs `gestimum-pipeline retry`).",
             dg.AssetCheckSeverity.WARN,
             health.rejections,
             endpoints,
@@ -77,6 +78,17 @@ def build_state_checks(
         ),
     ]
     if endpoints.creates_documents(endpoint):
+        checks.append(
+            _state_check(
+                endpoint,
+                "no_movement_changed_after_sending",
+                "Warns while stock movements already sent were edited in the CRM since: they are never re-sent "
+                "(that would create another document) and need a correction in Gestimum.",
+                dg.AssetCheckSeverity.WARN,
+                health.stock_diverged,
+                endpoints,
+            )
+        )
         checks.append(
             _state_check(
                 endpoint,

@@ -130,6 +130,7 @@ class SendReport:
     journal: list[str] = field(default_factory=list)  # Gestimum's journals, redacted, capped
     journal_entries: int = 0  # all entries, including those beyond the cap
     not_marked: int = 0  # read as pending, but changed (or taken) before their request: not sent then
+    withdrawn: int = 0  # movements deleted in the CRM before they were sent: withdrawn, never sent
 
 
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
@@ -414,8 +415,13 @@ def send_endpoint(
     run_id: str | None = None,
     logger: logging.Logger | None = None,
     lock_timeout_seconds: float = 3600.0,
+    source_exists: Callable[[list[str]], set[str]] | None = None,
 ) -> SendReport:
-    """Sends every pending line of the endpoint and records each line's outcome."""
+    """Sends every pending line of the endpoint and records each line's outcome.
+
+    `source_exists` (document-creating endpoints): which keys still have a CRM row; a movement
+    deleted in the CRM before it was sent is withdrawn, never sent.
+    """
     logger = logger or log
     report = SendReport(endpoint.name, dry_run)
     started = time.perf_counter()
@@ -445,6 +451,8 @@ def send_endpoint(
                             max_bytes=max_bytes,
                             overhead=overhead,
                         ):
+                            if source_exists is not None and not endpoint.idempotent and not dry_run:
+                                batch = _withdraw_deleted(state, endpoint, batch, source_exists, report)
                             _send_batch(
                                 state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
                             )
@@ -472,6 +480,25 @@ def send_endpoint(
     return report
 
 
+def _withdraw_deleted(
+    state: StateStore,
+    endpoint: Endpoint,
+    batch: list[PendingLine],
+    source_exists: Callable[[list[str]], set[str]],
+    report: SendReport,
+) -> list[PendingLine]:
+    """Withdraws the movements of `batch` whose CRM row is gone; returns the others."""
+    present = source_exists([p.source_key for p in batch])
+    gone = [p.source_key for p in batch if p.source_key not in present]
+    if not gone:
+        return batch
+    withdrawn = state.withdraw(
+        endpoint.name, gone, reason="withdrawn: deleted in the CRM before it was sent (never sent to Gestimum)"
+    )
+    report.withdrawn += len(withdrawn)
+    return [p for p in batch if p.source_key in present]
+
+
 def _send_batch(
     state: StateStore,
     client: GestimumClient,
@@ -483,6 +510,8 @@ def _send_batch(
     run_id: str | None,
     logger: logging.Logger,
 ) -> None:
+    if not batch:
+        return
     keys = [p.source_key for p in batch]
     lines = [p.line for p in batch]
     request_no = report.requests + 1

@@ -45,9 +45,18 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
     ]
     named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    if store.endpoints.creates_documents(endpoint):
+        # A movement Gestimum rejected is never re-sent on its own, even once changed in the CRM.
+        advice = (
+            "A movement rejected by our validation is re-sent once fixed in the CRM; one rejected by Gestimum is "
+            "never re-sent on its own: fix the cause (the item or warehouse in Gestimum, or the CRM row), then "
+            f"re-queue it with `gestimum-pipeline retry --endpoint {endpoint} <ids>`"
+        )
+    else:
+        advice = "Fix them in the CRM (the next run re-sends changed rows)"
     summary = (
-        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. Fix them in the CRM (the "
-        f"next run re-sends changed rows), or see `gestimum-pipeline rejections --endpoint {endpoint}`."
+        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}, or see "
+        f"`gestimum-pipeline rejections --endpoint {endpoint}`."
     )
     by_source: dict[str, int] = {}
     for r in rows:
@@ -113,6 +122,27 @@ def _iso(value: datetime | None) -> str:
 def _minutes(seconds: float) -> str:
     minutes = seconds / 60
     return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
+
+
+def stock_diverged(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
+    """Movements already sent (or in doubt) whose CRM row was edited since: never re-sent, reported."""
+    total, rows = store.diverged(endpoint, limit=limit)
+    if not total:
+        return Finding(True, f"no {endpoint} movement was edited in the CRM after it was sent", {"diverged": 0})
+    listed = [{**r, "since": _iso(r["since"])} for r in rows]
+    named = ", ".join(
+        f"{r['source_key']} ({r['status']}{', ' + r['document'] if r['document'] else ''})"
+        for r in listed[:MAX_NAMED_IN_SUMMARY]
+    )
+    more = f" and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    return Finding(
+        False,
+        f"{total} {endpoint} movement{'s' if total != 1 else ''} changed in the CRM after being sent: {named}{more}. "
+        "Movements are never re-sent (Gestimum would create another document): correct the document in "
+        "Gestimum by hand, or restore the CRM row.",
+        {"diverged": total},
+        listed,
+    )
 
 
 def crm_coverage(

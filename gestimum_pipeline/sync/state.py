@@ -206,7 +206,7 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         5,
-        "windows staged in full",
+        "windows staged in full; stock versions that diverged after sending",
         # What a coverage check compares with the CRM: every row changed inside a window
         # staged in full must be in `records` (a row missing there was never seen).
         """
@@ -218,6 +218,9 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
             recorded_at  timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (endpoint, window_start, window_end)
         );
+        -- A stock movement is never re-sent once known; a later CRM version is kept aside
+        -- here so a check reports the divergence (the movement was edited after sending).
+        ALTER TABLE {schema}.records ADD COLUMN diverged_hash text, ADD COLUMN diverged_at timestamptz;
         """,
     ),
 ]
@@ -509,9 +512,33 @@ class StateStore:
             )
             statuses = [s for (s,) in cur.fetchall()]
             skipped = 0
-            if len(statuses) < len(rows):
-                # Rows left alone are unchanged, or a version the store refused (a movement
-                # already sent): after the upsert only the latter still differ.
+            if self.endpoints.creates_documents(endpoint):
+                # Movements already sent keep their line; a different CRM version is noted
+                # aside (and cleared when the CRM reverts), for the divergence check.
+                cur.execute(
+                    self._q(
+                        "UPDATE {schema}.records r SET diverged_hash = CASE WHEN r.content_hash = s.content_hash"
+                        " THEN NULL ELSE s.content_hash END,"
+                        " diverged_at = CASE WHEN r.content_hash = s.content_hash THEN NULL"
+                        " ELSE coalesce(r.diverged_at, now()) END"
+                        " FROM staged_rows s WHERE r.endpoint = %s AND r.source_key = s.source_key"
+                        " AND (r.content_hash IS DISTINCT FROM s.content_hash OR r.diverged_hash IS NOT NULL)"
+                        " AND r.diverged_hash IS DISTINCT FROM"
+                        " (CASE WHEN r.content_hash = s.content_hash THEN NULL ELSE s.content_hash END)"
+                    ),
+                    (endpoint,),
+                )
+                cur.execute(
+                    self._q(
+                        "SELECT count(*) FROM staged_rows s JOIN {schema}.records r"
+                        " ON r.endpoint = %s AND r.source_key = s.source_key WHERE r.diverged_hash IS NOT NULL"
+                    ),
+                    (endpoint,),
+                )
+                skipped = int(cur.fetchone()[0])
+            elif len(statuses) < len(rows):
+                # Rows left alone are unchanged, or a version the store refused: after the
+                # upsert only the latter still differ.
                 cur.execute(
                     self._q(
                         "SELECT count(*) FROM staged_rows s JOIN {schema}.records r"
@@ -1047,6 +1074,35 @@ class StateStore:
                 else:
                     merged.append((start, end))
         return merged
+
+    def diverged(self, endpoint: str, *, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """(count, first rows) of sent movements whose CRM version changed since."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT count(*) OVER (), source_key, status, document, diverged_at FROM {schema}.records"
+                    " WHERE endpoint = %s AND diverged_hash IS NOT NULL ORDER BY diverged_at, source_key LIMIT %s"
+                ),
+                (endpoint, limit),
+            )
+            found = cur.fetchall()
+        total = int(found[0][0]) if found else 0
+        return total, [{"source_key": k, "status": st, "document": d or "", "since": at} for _, k, st, d, at in found]
+
+    def withdraw(self, endpoint: str, keys: Sequence[str], *, reason: str) -> list[str]:
+        """Pending rows whose source row is gone are withdrawn (ignored, with the reason), never sent."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "UPDATE {schema}.records SET status = 'ignored', reason = %s, reason_source = 'crm',"
+                    " updated_at = now() WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'pending'"
+                    " RETURNING source_key"
+                ),
+                (reason, endpoint, list(keys)),
+            )
+            return [k for (k,) in cur.fetchall()]
 
     def missing_keys(self, endpoint: str, keys: Sequence[str]) -> list[str]:
         """The keys among `keys` that have no record for the endpoint."""
