@@ -85,12 +85,11 @@ COLUMN_KINDS: dict[str, dict[str, str]] = {
         "updated_at": TIMESTAMPTZ,
     },
 }
-# Columns that must hold a value (a view cannot declare NOT NULL: checked on each row).
+# Columns that must hold a value (a view cannot declare NOT NULL: checked on each row): the
+# keys and change columns. Values Gestimum requires (a name, a parent code) are the mapper's
+# rules, whose rejections name Gestimum's field.
 NOT_NULL: dict[str, frozenset[str]] = {
-    "customers": frozenset({"code", "name", "updated_at"}),
-    "contacts": frozenset({"code", "customer_code", "last_name", "updated_at"}),
-    "stock_movements": frozenset({"id", "moved_at"}),
-    "customer_item_references": frozenset({"customer_code", "item_code", "updated_at"}),
+    name: frozenset({*rel.key_columns, rel.change_column}) for name, rel in RELATIONS.items()
 }
 # PostgreSQL types (format_type, without modifiers) each kind accepts.
 _KIND_TYPES: dict[str, tuple[str, ...]] = {

@@ -51,7 +51,10 @@ def test_assets_carry_groups_kinds_owners_partitions_and_policies() -> None:
     sink_checks = {"statistics_consistent", "no_rejected_lines", "no_rows_waiting_too_long", "crm_rows_in_state_store"}
     for endpoint in ("comptes", "clients", "contacts", "references_clients_articles"):
         assert checks[f"gestimum/{endpoint}"] == sink_checks
-    assert checks["gestimum/documents_stock"] == sink_checks | {"no_delivery_unknown"}
+    assert checks["gestimum/documents_stock"] == sink_checks | {
+        "no_delivery_unknown",
+        "no_movement_changed_after_sending",
+    }
     for relation in ("customers", "contacts", "stock_movements", "customer_item_references"):
         assert checks[f"crm/{relation}"] == {"source_contract"}
     blocking = {k.name for k, spec in _check_specs().items() if spec.blocking}
