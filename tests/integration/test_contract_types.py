@@ -38,6 +38,7 @@ def make_bad_views(crm_url: str) -> None:
 
 def stage(crm_url: str, endpoint: str, store: StateStore) -> dict[str, dict[str, object]]:
     spec = ENDPOINTS.get(endpoint)
+    store.migrate()  # the test template has one already; idempotent
     stage_endpoint(
         crm_connect=lambda: connect(crm_url),
         crm_schema="crm_bad",

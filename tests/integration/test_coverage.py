@@ -36,6 +36,7 @@ def test_rows_committed_into_a_synced_window_afterwards_fail_the_check(crm_url: 
     insert_customers(crm_url, [customer("C1", "2026-03-27 10:00+00")])
     spec = ENDPOINTS.get("comptes")
     with StateStore(crm_url) as store:
+        store.migrate()  # the test template has one already; idempotent
         stage_endpoint(
             crm_connect=lambda: connect(crm_url),
             crm_schema="crm",
