@@ -38,6 +38,7 @@ from bench.common import DATA_START, ENDPOINT_ORDER, Setup, Timer  # noqa: E402
 from gestimum_pipeline.crm.ddl import create_reference_schema  # noqa: E402
 from gestimum_pipeline.crm.demo import load_bulk  # noqa: E402
 from gestimum_pipeline.db import connect, create_database, drop_database  # noqa: E402
+from gestimum_pipeline.sync.state import StateStore  # noqa: E402
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 VARIANTS = ("floor", "pipeline", "rerun", "dlt_peer")
@@ -138,6 +139,8 @@ def build_crm(server_url: str, customers: int, args: argparse.Namespace) -> tupl
     timer = Timer()
     try:
         create_reference_schema(conn, "crm")
+        with StateStore(url) as store:  # as `gestimum-pipeline state init` does; runs never create it
+            store.migrate()
         load_bulk(
             conn,
             "crm",

@@ -33,15 +33,44 @@ def _state_url(args: argparse.Namespace) -> tuple[str, str]:
 
 def _open_state(args: argparse.Namespace) -> Any:
     from gestimum_pipeline.db import DatabaseUnavailable
-    from gestimum_pipeline.sync.state import StateStore
+    from gestimum_pipeline.sync.state import StateStore, StateStoreError
 
     url, setting = _state_url(args)
+    store = None
     try:
         store = StateStore(url, args.schema, setting=setting, endpoints=args.endpoints)
-        store.migrate()
-    except (DatabaseUnavailable, ValueError) as exc:
+        store.open_existing()  # read-only commands never create anything: a mistyped --schema fails
+    except (DatabaseUnavailable, ValueError, StateStoreError) as exc:
+        if store is not None:
+            store.close()
         raise SystemExit(str(exc)) from None
     return store
+
+
+def _cmd_state_init(args: argparse.Namespace) -> int:
+    from gestimum_pipeline.db import DatabaseUnavailable
+    from gestimum_pipeline.redaction import redact_url
+    from gestimum_pipeline.sync.state import StateStore, StateStoreError, gestimum_host
+
+    gestimum_url = args.gestimum_url or os.environ.get("GESTIMUM_URL")
+    company_file = args.company_file or os.environ.get("GESTIMUM_FICHIER")
+    if not gestimum_url or not company_file:
+        raise SystemExit(
+            "state init needs the Gestimum URL and company file the store belongs to: set GESTIMUM_URL and "
+            "GESTIMUM_FICHIER, or pass --gestimum-url and --company-file"
+        )
+    url, setting = _state_url(args)
+    try:
+        with StateStore(url, args.schema, setting=setting, endpoints=args.endpoints) as store:
+            created = store.init(gestimum_url, company_file, actor=args.actor or None)
+    except (DatabaseUnavailable, ValueError, StateStoreError) as exc:
+        raise SystemExit(str(exc)) from None
+    what = "created" if created else "already exists, up to date"
+    print(
+        f"state store {what} at {redact_url(url)} (schema {args.schema}), for company file {company_file!r} "
+        f"on Gestimum host {gestimum_host(gestimum_url)!r}"
+    )
+    return 0
 
 
 def _default_actor() -> str:
@@ -259,6 +288,17 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     def state_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--database-url", help=STATE_URL_HELP)
         p.add_argument("--schema", default="gestimum_sync")
+
+    state = sub.add_parser("state", help="the sync state store")
+    state_sub = state.add_subparsers(dest="state_command", required=True)
+    init = state_sub.add_parser(
+        "init", help="create the state store for one Gestimum company file (runs never create it themselves)"
+    )
+    state_args(init)
+    init.add_argument("--gestimum-url", help="the Gestimum URL (default: $GESTIMUM_URL)")
+    init.add_argument("--company-file", help="the company file (default: $GESTIMUM_FICHIER)")
+    init.add_argument("--actor", default=_default_actor(), help="who creates it (recorded; default: the OS user)")
+    init.set_defaults(func=_cmd_state_init)
 
     rej = sub.add_parser("rejections", help="list rejected, held and undelivered rows")
     state_args(rej)

@@ -179,8 +179,17 @@ def sync_environment(
     }
 
 
+def init_state(env: dict[str, str]) -> None:
+    """Creates the demo's state store (in its CRM database), as `gestimum-pipeline state init` would."""
+    from gestimum_pipeline.sync.state import StateStore
+
+    with StateStore(env["CRM_DATABASE_URL"], setting="CRM_DATABASE_URL") as store:
+        store.init(env["GESTIMUM_URL"], env["GESTIMUM_FICHIER"], actor="gestimum-pipeline demo")
+
+
 def run_sync(env: dict[str, str], day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
     """Runs the `gestimum_sync` job over `day_list` in one run with `env` set, then restores the environment."""
+    init_state(env)  # the demo creates its store explicitly; runs never do
     # The settings come from `env`; the environment is still set for the run, as in production:
     # Dagster resolves the secrets (EnvVar) and finds DAGSTER_HOME there.
     saved = {k: os.environ.get(k) for k in env}

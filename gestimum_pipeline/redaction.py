@@ -4,8 +4,8 @@ Every message that may reach a human (logs, the Dagster UI, alerts, CLI output) 
 through these functions. Over-hiding is harmless; under-hiding is a leak, so each rule
 errs towards hiding:
 
-* `redact(text, secrets)`: known secrets, raw and as JSON escapes them (a password
-  holding `"` or `\\` appears escaped in a request body or a JSON answer);
+* `redact(text, secrets)`: known secrets, raw, as JSON escapes them (a password
+  holding `"` or `\\` appears escaped in a request body or a JSON answer), and as repr() shows those;
 * `redact_url(url)`: the password of a `scheme://user:password@host` URL (up to the
   *last* `@`, so an unencoded `@` or `/` in it stays hidden), and `password=` values in a
   query string or a libpq keyword string (`host=h password='a b'`);
@@ -29,10 +29,12 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]]+")
 
 
 def _forms(secret: str) -> list[str]:
-    """The secret as written, and as JSON writes it inside a string (escaped quotes, backslashes)."""
+    """The secret as written, as JSON writes it inside a string (escaped quotes, backslashes),
+    and each of those as Python's repr() shows it (an answer quoted with !r doubles backslashes)."""
     escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
     ascii_escaped = json.dumps(secret)[1:-1]
-    return list(dict.fromkeys((secret, escaped, ascii_escaped)))
+    written = (secret, escaped, ascii_escaped)
+    return list(dict.fromkeys((*written, *(repr(form)[1:-1] for form in written))))
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

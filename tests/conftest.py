@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from databases import copy_database
+from databases import copy_database, init_state_store
 from psycopg2 import sql
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
@@ -110,6 +110,7 @@ def crm_template(pg_server_url: str) -> Iterator[str]:
         create_reference_schema(conn, "crm")
     finally:
         conn.close()  # CREATE DATABASE … TEMPLATE refuses a template with sessions
+    init_state_store(url)
     try:
         yield name
     finally:
@@ -127,6 +128,7 @@ def sync_role_crm_template(pg_server_url: str) -> Iterator[str]:
             create_reference_schema(conn, "crm")
         finally:
             conn.close()
+        init_state_store(url)
         yield database_name(url)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
 import psycopg2.extensions
 
@@ -56,6 +58,78 @@ CUSTOMER_ITEM_REFERENCES = Relation(
 )
 
 RELATIONS: dict[str, Relation] = {r.name: r for r in (CUSTOMERS, CONTACTS, STOCK_MOVEMENTS, CUSTOMER_ITEM_REFERENCES)}
+
+# What each column must hold. A view exposing another type (a bytea name, a boolean, a
+# float or uuid id) is refused by the contract check before anything is read; the same
+# kinds are checked on every value read, so a row that slips through is rejected locally,
+# naming its record and field, instead of reaching Gestimum as str() of something else.
+TEXT, NUMBER, INTEGER_ID, TIMESTAMPTZ = "text", "number", "integer id", "timestamptz"
+COLUMN_KINDS: dict[str, dict[str, str]] = {
+    "customers": {
+        **dict.fromkeys(("code", "name", "street", "street2", "postal_code", "city", "email", "phone"), TEXT),
+        "updated_at": TIMESTAMPTZ,
+    },
+    "contacts": {
+        **dict.fromkeys(("code", "customer_code", "last_name", "first_name", "email", "phone"), TEXT),
+        "updated_at": TIMESTAMPTZ,
+    },
+    "stock_movements": {
+        "id": INTEGER_ID,
+        **dict.fromkeys(("direction", "warehouse_code", "item_code"), TEXT),
+        "quantity": NUMBER,
+        "moved_at": TIMESTAMPTZ,
+    },
+    "customer_item_references": {
+        **dict.fromkeys(("customer_code", "item_code", "customer_reference"), TEXT),
+        "customer_price": NUMBER,
+        "updated_at": TIMESTAMPTZ,
+    },
+}
+# Columns that must hold a value (a view cannot declare NOT NULL: checked on each row): the
+# keys and change columns. Values Gestimum requires (a name, a parent code) are the mapper's
+# rules, whose rejections name Gestimum's field.
+NOT_NULL: dict[str, frozenset[str]] = {
+    name: frozenset({*rel.key_columns, rel.change_column}) for name, rel in RELATIONS.items()
+}
+# PostgreSQL types (format_type, without modifiers) each kind accepts.
+_KIND_TYPES: dict[str, tuple[str, ...]] = {
+    TEXT: ("text", "character varying", "character", "citext", "name"),
+    NUMBER: ("numeric", "smallint", "integer", "bigint"),
+    INTEGER_ID: ("smallint", "integer", "bigint"),
+    TIMESTAMPTZ: ("timestamp with time zone",),
+}
+_CASTS = {TEXT: "::text", NUMBER: "::numeric", INTEGER_ID: "::bigint", TIMESTAMPTZ: "::timestamptz"}
+_BIGINT = 2**63
+
+
+def value_problem(kind: str, value: object, required: bool) -> str | None:
+    """Why `value` does not fit a column of `kind` (None if it does). Never quotes the value itself."""
+    if value is None:
+        return "is NULL, and the source contract requires a value" if required else None
+    if kind == TEXT:
+        ok = isinstance(value, str)
+    elif kind == NUMBER:
+        ok = isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+    elif kind == INTEGER_ID:
+        ok = isinstance(value, int) and not isinstance(value, bool) and -_BIGINT <= value < _BIGINT
+        if isinstance(value, int) and not isinstance(value, bool) and not ok:
+            return "is outside the range of a bigint"
+    else:
+        ok = isinstance(value, datetime) and value.tzinfo is not None
+    return None if ok else f"holds a {type(value).__name__}, not the {kind} the source contract requires"
+
+
+def row_problems(rel: Relation, row: Sequence[object]) -> list[tuple[str, str]]:
+    """(column, problem) for each value of `row` (contract column order) that breaks the contract."""
+    kinds = COLUMN_KINDS[rel.name]
+    required = NOT_NULL[rel.name]
+    out: list[tuple[str, str]] = []
+    for column, value in zip(rel.columns, row, strict=False):
+        problem = value_problem(kinds[column], value, column in required)
+        if problem is not None:
+            out.append((column, problem))
+    return out
+
 
 # Stock movement directions as the CRM writes them.
 DIRECTION_IN = "in"
@@ -127,6 +201,16 @@ def check_contract(
                 f"{schema}.{rel.name}.{rel.change_column} must be timestamptz, not {change_type} "
                 f"(convert it in the view, e.g. {rel.change_column} AT TIME ZONE 'Europe/Paris')"
             )
+        for column, kind in COLUMN_KINDS[rel.name].items():
+            type_name = columns.get(column)
+            if column == rel.change_column or type_name is None:
+                continue
+            base = type_name.split("(")[0].strip()
+            if base not in _KIND_TYPES[kind]:
+                problems.append(
+                    f"{schema}.{rel.name}.{column} must be {kind} ({', '.join(_KIND_TYPES[kind])}), not {type_name} "
+                    f"(cast it in the view, e.g. {column}{_CASTS[kind]})"
+                )
         if not readable.get(rel.name, True):
             problems.append(f"{schema}.{rel.name} is not readable by the current user (GRANT SELECT)")
     return problems

@@ -99,6 +99,58 @@ def stream_window(
     return _stream(conn, query, (start, end), rel.name, chunk_size)
 
 
+def stream_keys(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Yield the key columns of the rows with ``start <= change_column < end``, in chunks."""
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    query = sql.SQL("SELECT {keys} FROM {table} WHERE {change} >= %s AND {change} < %s ORDER BY {keys}").format(
+        keys=sql.SQL(", ").join(sql.Identifier(c) for c in rel.key_columns),
+        table=_table(schema, rel),
+        change=sql.Identifier(rel.change_column),
+    )
+    return _stream(conn, query, (start, end), rel.name, chunk_size)
+
+
+def existing_keys(conn: psycopg2.extensions.connection, schema: str, relation: str, keys: Sequence[str]) -> set[str]:
+    """Which of `keys` (source keys of a single-column-key relation) still have a row in the CRM."""
+    rel = contract.relation(relation)
+    if len(rel.key_columns) != 1:
+        raise ValueError(f"{rel.name} has a composite key: existing_keys needs a single key column")
+    column = rel.key_columns[0]
+    integer = contract.COLUMN_KINDS[rel.name][column] == contract.INTEGER_ID
+    wanted: list[Any] = []
+    for key in keys:
+        if not integer:
+            wanted.append(key)
+        elif key.lstrip("-").isdigit():  # compared as bigint, so the key's index is used
+            wanted.append(int(key))
+    query = sql.SQL("SELECT {key}::text FROM {table} WHERE {key} = ANY(%s::{array})").format(
+        key=sql.Identifier(column), table=_table(schema, rel), array=sql.SQL("bigint[]" if integer else "text[]")
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (wanted,))
+        return {k for (k,) in cur.fetchall()}
+
+
+def count_before(conn: psycopg2.extensions.connection, schema: str, relation: str, before: datetime) -> int:
+    """How many rows changed before `before` (or with no change time: invisible to every window)."""
+    rel = contract.relation(relation)
+    query = sql.SQL("SELECT count(*) FROM {table} WHERE {change} < %s OR {change} IS NULL").format(
+        table=_table(schema, rel), change=sql.Identifier(rel.change_column)
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (_aware(before, "before"),))
+        return int(cur.fetchone()[0])
+
+
 def _stream(
     conn: psycopg2.extensions.connection,
     query: sql.Composable,

@@ -17,7 +17,7 @@ import dagster as dg
 import psycopg2
 
 from gestimum_pipeline.crm.contract import check_contract
-from gestimum_pipeline.crm.queries import count_window
+from gestimum_pipeline.crm.queries import count_window, existing_keys
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
 from gestimum_pipeline.defs.metadata import (
     COMPANY_FILE_TAG,
@@ -453,13 +453,23 @@ def build_sink(
     )
     def _sink(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         res = _resources(context, settings)
-        gestimum, sync_state, sync_options = res.gestimum, res.sync_state, res.sync_options
+        crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         client = gestimum.client(context.log)
         try:
             state = sync_state.open(endpoints)
         except DatabaseUnavailable as exc:
             client.close()
             raise _fail("state store unreachable", exc) from None
+        crm_conn: Any = None
+
+        def source_exists(keys: list[str]) -> set[str]:
+            # Movements deleted in the CRM before they are sent are withdrawn, not sent.
+            nonlocal crm_conn
+            if crm_conn is None:
+                crm_conn = crm.connect()
+                crm_conn.autocommit = True
+            return existing_keys(crm_conn, crm.schema_name, spec.relation, keys)
+
         failure: dg.Failure | None = None
         cause: Exception | None = None
         report: SendReport | None = None
@@ -474,6 +484,7 @@ def build_sink(
                 dry_run=sync_options.dry_run,
                 run_id=context.run_id,
                 logger=context.log,
+                source_exists=source_exists if spec.creates_documents else None,
             )
             counts = state.counts(endpoint_name).get(endpoint_name, {})
         except DeliveryUnknownError as exc:
@@ -492,6 +503,8 @@ def build_sink(
         finally:
             state.close()
             client.close()
+            if crm_conn is not None:
+                crm_conn.close()
         if failure is not None:
             answer_problem = unaccountable_answer(cause) if cause is not None else None
             if answer_problem is not None:

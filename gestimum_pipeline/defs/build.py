@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
-from gestimum_pipeline.defs.assets import build_assets
+from gestimum_pipeline.defs.assets import build_assets, sink_key
 from gestimum_pipeline.defs.checks import build_all_state_checks
 from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
@@ -58,7 +58,11 @@ def build_definitions(
             assets=build_assets(settings, endpoints),
             asset_checks=checks,
             jobs=[job, *build_operator_jobs(endpoints, settings)],
-            schedules=[build_sync_schedule(settings, job, daily_partitions(settings))],
+            schedules=[
+                build_sync_schedule(
+                    settings, job, daily_partitions(settings), [sink_key(n, settings) for n in endpoints.names]
+                )
+            ],
             resources={settings.scoped(key): value for key, value in company_resources.items()},
             # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a
             # time), so they run one after another in the run's process: a process per step

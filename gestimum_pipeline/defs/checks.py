@@ -6,12 +6,15 @@ store, so they can also be re-run on their own from the UI.
 """
 
 from collections.abc import Callable
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from gestimum_pipeline.defs.assets import sink_key
-from gestimum_pipeline.defs.resources import SyncStateDatabase
+from gestimum_pipeline.defs.resources import CrmDatabase, SyncOptions, SyncStateDatabase
 from gestimum_pipeline.defs.settings import Settings
+from gestimum_pipeline.gestimum.envelope import LineFormat
 from gestimum_pipeline.sync import health
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
@@ -68,7 +71,8 @@ def build_state_checks(
             endpoint,
             "no_rejected_lines",
             "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
-            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it.",
+            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it (a stock movement "
+            "rejected by Gestimum needs `gestimum-pipeline retry`).",
             dg.AssetCheckSeverity.WARN,
             health.rejections,
             endpoints,
@@ -89,6 +93,17 @@ def build_state_checks(
         checks.append(
             _state_check(
                 endpoint,
+                "no_movement_changed_after_sending",
+                "Warns while stock movements already sent were edited in the CRM since: they are never re-sent "
+                "(that would create another document) and need a correction in Gestimum.",
+                dg.AssetCheckSeverity.WARN,
+                health.stock_diverged,
+                endpoints,
+            )
+        )
+        checks.append(
+            _state_check(
+                endpoint,
                 "no_delivery_unknown",
                 "Fails while stock movements are in delivery_unknown: they may or may not be documents in "
                 "Gestimum, are never re-sent on their own, and need `gestimum-pipeline reconcile`.",
@@ -101,9 +116,45 @@ def build_state_checks(
     return checks
 
 
+def build_coverage_check(endpoint: str, settings: Settings, endpoints: EndpointRegistry) -> dg.AssetChecksDefinition:
+    """Fails when CRM rows changed inside windows already synced are missing from the state store."""
+    spec = endpoints.get(endpoint)
+    not_before = datetime.combine(date.fromisoformat(settings.start_date), time(), ZoneInfo(settings.timezone))
+
+    keys = {name: settings.scoped(name) for name in ("crm", "sync_state", "sync_options")}  # the company file's
+
+    @dg.asset_check(
+        asset=sink_key(endpoint, settings),
+        name="crm_rows_in_state_store",
+        description=f"Fails when `{spec.relation}` rows changed inside windows already synced are not in the state "
+        "store (never read by any run); shows how many rows changed before GESTIMUM_SYNC_START_DATE.",
+        required_resource_keys=set(keys.values()),
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        crm: CrmDatabase = getattr(context.resources, keys["crm"])
+        sync_state: SyncStateDatabase = getattr(context.resources, keys["sync_state"])
+        sync_options: SyncOptions = getattr(context.resources, keys["sync_options"])
+        mapper = spec.make_mapper(LineFormat().encoder(), sync_options.account_prefix)  # only its keys are used
+        store = sync_state.open(endpoints)
+        conn = crm.connect()
+        try:
+            finding = health.crm_coverage(
+                store, conn, crm.checked_schema([spec.relation]), endpoint, spec.relation, mapper, not_before=not_before
+            )
+            return check_result(finding, dg.AssetCheckSeverity.ERROR)
+        finally:
+            conn.close()
+            store.close()
+
+    return _check
+
+
 def build_all_state_checks(settings: Settings, endpoints: EndpointRegistry) -> list[dg.AssetChecksDefinition]:
     return [
-        c
-        for name in endpoints.names
-        for c in build_state_checks(name, settings.max_waiting_minutes, endpoints, settings)
+        *(
+            c
+            for name in endpoints.names
+            for c in build_state_checks(name, settings.max_waiting_minutes, endpoints, settings)
+        ),
+        *(build_coverage_check(name, settings, endpoints) for name in endpoints.names),
     ]

@@ -23,6 +23,7 @@ import codecs
 import logging
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import psycopg2
 
@@ -40,6 +41,7 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumError,
     GestimumUnreachable,
 )
+from gestimum_pipeline.sync.state import StateStoreError
 
 # Below this a request cannot hold the envelope and one ordinary line.
 MIN_REQUEST_BYTES = 4096
@@ -65,6 +67,15 @@ class PreflightReport:
             "Preflight failed: nothing was read from the CRM, staged or sent to Gestimum. "
             f"Fix the following setting(s), then rerun the partition(s):\n{items}"
         )
+
+
+def tls_status(url: str, *, verify_tls: bool) -> str:
+    """What the preflight reports about TLS: never "on" for a connection that has none."""
+    if not verify_tls:
+        return "OFF (GESTIMUM_VERIFY_TLS=false): Gestimum's identity is not checked"
+    if urlsplit(url.strip()).scheme.lower() != "https":
+        return "none (GESTIMUM_URL is not https://): the connection is not encrypted"
+    return "on"
 
 
 def settings_problems(gestimum: GestimumApi, options: SyncOptions) -> list[str]:
@@ -114,9 +125,11 @@ def run_preflight(
 ) -> PreflightReport:
     """Runs every check, collecting all problems rather than stopping at the first."""
     report = PreflightReport(problems=settings_problems(gestimum, options))
+    report.tls_verification = tls_status(gestimum.url, verify_tls=gestimum.verify_tls)
     if not gestimum.verify_tls:
-        report.tls_verification = "OFF (GESTIMUM_VERIFY_TLS=false): Gestimum's identity is not checked"
         logger.warning("GESTIMUM_VERIFY_TLS is false: %s", report.tls_verification)
+    elif not report.tls_verification.startswith("on"):
+        logger.warning("GESTIMUM_URL: %s", report.tls_verification)
 
     started = time.perf_counter()
     try:
@@ -133,7 +146,13 @@ def run_preflight(
 
     started = time.perf_counter()
     try:
-        sync_state.open().close()
+        store = sync_state.open()
+        try:
+            store.check_owner(gestimum.url, gestimum.company_file, claim=False)  # claimed by a sink once it sent
+        finally:
+            store.close()
+    except StateStoreError as exc:  # missing (the command to create it), or another company file's
+        report.problems.append(str(exc))
     except DatabaseUnavailable as exc:
         report.problems.append(f"{exc}; {DB_HINT}")
     except ValueError as exc:

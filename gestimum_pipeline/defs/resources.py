@@ -107,7 +107,7 @@ class GestimumApi(dg.ConfigurableResource):
 
 
 class SyncStateDatabase(dg.ConfigurableResource):
-    """The sync state store (schema `gestimum_sync`), migrated on first use."""
+    """The sync state store (schema `gestimum_sync`): created by `gestimum-pipeline state init`, upgraded on use."""
 
     url: str = Field(description="PostgreSQL URL (SYNC_STATE_DATABASE_URL, default CRM_DATABASE_URL)")
     schema_name: str = STATE_SCHEMA
@@ -118,7 +118,7 @@ class SyncStateDatabase(dg.ConfigurableResource):
     def open(self, endpoints: EndpointRegistry = ENDPOINTS) -> StateStore:
         store = StateStore(self.url, self.schema_name, setting=self.setting, endpoints=endpoints)
         try:
-            store.migrate()
+            store.open_existing()  # never creates one: a missing store fails naming the command
         except BaseException:
             store.close()
             raise

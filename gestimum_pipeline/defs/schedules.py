@@ -1,9 +1,9 @@
-"""Automation: the sync job and the schedule that keeps yesterday and today in sync."""
+"""Automation: the sync job and the schedule that keeps every partition since the last success in sync."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -12,6 +12,8 @@ from gestimum_pipeline.defs.settings import Settings
 
 SYNC_JOB = "gestimum_sync"
 PREFLIGHT_KEY = dg.AssetKey(["sync", "preflight"])
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def build_sync_job(
@@ -36,20 +38,54 @@ def build_sync_job(
     )
 
 
+def catch_up_start(
+    instance: dg.DagsterInstance, sinks: Sequence[dg.AssetKey], partitions: dg.DailyPartitionsDefinition
+) -> str | None:
+    """The first partition a scheduled run must cover: the day before the oldest of the sinks'
+    latest synced partitions (None while a sink has never succeeded: the initial load is a backfill)."""
+    latest: list[str] = []
+    for key in sinks:
+        done = instance.get_materialized_partitions(key)
+        if not done:
+            return None
+        latest.append(max(done))
+    if not latest:
+        return None
+    start = (datetime.strptime(min(latest), "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
+    first = partitions.get_first_partition_key()
+    return max(start, first) if first else start
+
+
 def build_sync_schedule(
-    settings: Settings, job: dg.UnresolvedAssetJobDefinition, partitions: dg.DailyPartitionsDefinition
+    settings: Settings,
+    job: dg.UnresolvedAssetJobDefinition,
+    partitions: dg.DailyPartitionsDefinition,
+    sinks: Sequence[dg.AssetKey] = (),
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=settings.scoped("gestimum_sync_schedule"),
         cron_schedule=settings.cron,
         job=job,
         execution_timezone=settings.timezone,
-        description="Keeps yesterday's and today's partitions in sync (yesterday catches rows committed late).",
+        description="Keeps the partitions in sync from the day before each sink's last synced partition to today "
+        "(after an outage: every day missed, in one run); at least yesterday (rows committed late) and today.",
     )
     def sync_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         now = context.scheduled_execution_time
-        keys = [(now - timedelta(days=1)).strftime("%Y-%m-%d"), now.strftime("%Y-%m-%d")]
-        valid = set(partitions.get_partition_keys(current_time=now))
+        yesterday, today = (now - timedelta(days=1)).strftime("%Y-%m-%d"), now.strftime("%Y-%m-%d")
+        start = catch_up_start(context.instance, sinks, partitions) if sinks else None
+        valid = partitions.get_partition_keys(current_time=now)
+        if start is not None and start < yesterday:
+            # Days missed since the last success (an outage, a weekend): one run over the range.
+            covered = [k for k in valid if start <= k <= today]
+            if covered:
+                return [
+                    dg.RunRequest(
+                        run_key=f"{covered[0]}...{covered[-1]}@{now.isoformat()}",
+                        tags={RANGE_START_TAG: covered[0], RANGE_END_TAG: covered[-1], TRIGGER_TAG: "schedule"},
+                    )
+                ]
+        keys = [yesterday, today]
         return [
             dg.RunRequest(run_key=f"{key}@{now.isoformat()}", partition_key=key, tags={TRIGGER_TAG: "schedule"})
             for key in keys

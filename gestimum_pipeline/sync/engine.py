@@ -28,6 +28,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from gestimum_pipeline.crm import contract
 from gestimum_pipeline.crm.queries import stream_window, window_signature
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason
 from gestimum_pipeline.gestimum.batching import batched
@@ -45,11 +46,14 @@ from gestimum_pipeline.gestimum.errors import (
 from gestimum_pipeline.gestimum.journal import ImportResult
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry, EndpointSpec
 from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
-from gestimum_pipeline.sync.state import Outcome, PendingLine, StageCounts, StateStore
+from gestimum_pipeline.sync.state import Outcome, PendingLine, StageCounts, StateStore, WriterFenced
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_REJECTIONS = 200
+# Passes over the pending lines when some changed between being read and being marked:
+# a row re-staged during the sink is sent in the same run (still pending after: the next run).
+_MAX_PASSES = 3
 # Journal entries kept for the sink's metadata: enough to read a run, bounded for 10 000-line requests.
 MAX_REPORTED_JOURNAL_ENTRIES = 200
 
@@ -94,6 +98,7 @@ class StageReport:
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason), capped
     duration_seconds: float = 0.0
     window_unchanged: bool = False  # the window's rows are the versions already staged: not read
+    skipped: int = 0  # rows whose CRM version differs but was not taken (stock movements already sent)
 
 
 @dataclass
@@ -124,6 +129,8 @@ class SendReport:
     bytes_posted: int = 0  # request bodies, envelopes and retries included
     journal: list[str] = field(default_factory=list)  # Gestimum's journals, redacted, capped
     journal_entries: int = 0  # all entries, including those beyond the cap
+    not_marked: int = 0  # read as pending, but changed (or taken) before their request: not sent then
+    withdrawn: int = 0  # movements deleted in the CRM before they were sent: withdrawn, never sent
 
 
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
@@ -176,6 +183,7 @@ def stage_endpoint(
     """Streams the window's rows, maps them and records them in the state store, chunk by chunk."""
     endpoint = spec.name
     relation = spec.relation
+    rel = contract.relation(relation)
     report = StageReport(endpoint, relation, window)
     stats = MappingStats()
     started = time.perf_counter()
@@ -204,6 +212,7 @@ def stage_endpoint(
         report.staged += counts.staged
         report.rejected_locally += counts.rejected
         report.unchanged += counts.unchanged
+        report.skipped += counts.skipped
 
     try:
         # One snapshot for the window's signature and its rows: a window whose row versions
@@ -243,7 +252,7 @@ def stage_endpoint(
                 ) from None
             if chunk is None:
                 break
-            mapped = [mapper.map(row) for row in chunk]
+            mapped = [_map_checked(spec, rel, mapper, row) for row in chunk]
             mapped = _reject_duplicate_keys(spec, mapped, last_key)
             last_key = mapped[-1].source_key if mapped else last_key
             for m in mapped:
@@ -265,10 +274,13 @@ def stage_endpoint(
                 stats.rules["case_colliding_key_rejected"] += 1
                 if len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((key, reason))
-        if signature is not None and not report.window_unchanged:
+        # A window with a row the store refused to take (a stock movement changed after it was
+        # sent) is read again by the next run: never recorded as unchanged.
+        if signature is not None and not report.window_unchanged and not report.skipped:
             state.record_window_signature(
                 endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id
             )
+        state.record_staged_window(endpoint, window.start, window.end, run_id=run_id)  # for the coverage check
     except psycopg2.Error as exc:  # the window's signature, or the state store between chunks
         raise SourceReadError(
             f"a database failed while staging {endpoint} after {report.rows_read} rows ({db_reason(exc)}); "
@@ -283,6 +295,25 @@ def stage_endpoint(
     report.rules = stats.rules
     report.duration_seconds = time.perf_counter() - started
     return report
+
+
+# The record named by a rejection whose key itself breaks the contract (NULL, wrong type).
+INVALID_KEY = "(invalid key)"
+
+
+def _map_checked(spec: EndpointSpec, rel: contract.Relation, mapper: Mapper, row: Any) -> MappedRow:
+    """Maps one row; a value that breaks the source contract (or trips the mapper) becomes a
+    local rejection naming the record and field, never a crash and never str() of it."""
+    problems = contract.row_problems(rel, row)
+    key_broken = any(column in rel.key_columns for column, _ in problems)
+    if not problems:
+        try:
+            return mapper.map(row)
+        except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            problems = [("(row)", f"could not be mapped ({type(exc).__name__})")]
+    key = INVALID_KEY if key_broken else mapper.key_of(row)
+    reason = "; ".join(f"{spec.name} record {key} field {column}: {problem}" for column, problem in problems)
+    return MappedRow(key, content_hash(reason), reason=reason)
 
 
 def _reject_duplicate_keys(spec: EndpointSpec, mapped: list[MappedRow], previous_key: str | None) -> list[MappedRow]:
@@ -326,19 +357,32 @@ def _reject_duplicate_keys(spec: EndpointSpec, mapped: list[MappedRow], previous
     return out
 
 
+# HTTP statuses that prove Gestimum processed nothing: 503/429 refuse the work itself, and
+# 401/403/404 are the documented refusals of the credentials or the company file (by status,
+# never by the words of a message, which Gestimum does not document).
+_NOT_PROCESSED_STATUSES = frozenset({503, 429})
+_REFUSED_BEFORE_PROCESSING = frozenset({401, 403, 404})
+
+
 def _not_delivered(endpoint: Endpoint, exc: GestimumError) -> bool:
-    """True when Gestimum surely did not process the request (or re-processing is harmless)."""
+    """True when Gestimum surely did not process the request (or re-processing is harmless).
+
+    Conservative for document-creating endpoints: anything not provably before processing
+    (a 200 whose `resultat` is an error, whatever its message; a 400; a 5xx but 503) leaves
+    the movements delivery_unknown for an operator to reconcile.
+    """
     if endpoint.idempotent:
         return True
     if isinstance(exc, GestimumDeliveryUnknown):
         return False
-    if isinstance(exc, (GestimumUnreachable, GestimumAuthenticationError)):
-        return True
-    # A 4xx refusal of the envelope stores nothing; a 503 means "not processed".
+    if isinstance(exc, GestimumUnreachable):
+        return True  # never connected (refused, DNS, connect timeout, TLS handshake)
     status = exc.status or 0
-    if isinstance(exc, GestimumProtocolError) and 400 <= status < 500:
+    if isinstance(exc, GestimumServerError) and status in _NOT_PROCESSED_STATUSES:
         return True
-    return isinstance(exc, GestimumServerError) and status == 503
+    return (
+        isinstance(exc, (GestimumAuthenticationError, GestimumProtocolError)) and status in _REFUSED_BEFORE_PROCESSING
+    )
 
 
 def _documents_for(result: ImportResult, imported_keys: list[str]) -> list[str | None]:
@@ -371,8 +415,13 @@ def send_endpoint(
     run_id: str | None = None,
     logger: logging.Logger | None = None,
     lock_timeout_seconds: float = 3600.0,
+    source_exists: Callable[[list[str]], set[str]] | None = None,
 ) -> SendReport:
-    """Sends every pending line of the endpoint and records each line's outcome."""
+    """Sends every pending line of the endpoint and records each line's outcome.
+
+    `source_exists` (document-creating endpoints): which keys still have a CRM row; a movement
+    deleted in the CRM before it was sent is withdrawn, never sent.
+    """
     logger = logger or log
     report = SendReport(endpoint.name, dry_run)
     started = time.perf_counter()
@@ -382,24 +431,37 @@ def send_endpoint(
         endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
     )
     try:
+        # Never a store kept for another company file; an unclaimed one is claimed below, once
+        # Gestimum has accepted a request for this company file (a wrong setting claims nothing).
+        state.check_owner(client.base_url, company_file, claim=False)
         with state.company_lock(company_file, timeout_seconds=lock_timeout_seconds):
             if not dry_run:
                 report.recovered_in_flight = state.recover_in_flight(endpoint.name)
                 report.released = state.release_children(endpoint.name)
                 report.held = state.hold_orphans(endpoint.name)
-            pending: Iterator[PendingLine] = state.iter_pending(endpoint.name)
-            try:
-                for _, group in groupby(pending, key=lambda p: p.group_key):
-                    for batch in batched(
-                        group, line_of=lambda p: p.line, max_lines=max_lines, max_bytes=max_bytes, overhead=overhead
-                    ):
-                        _send_batch(
-                            state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
-                        )
-            finally:
-                # Closed here, not by the garbage collector: on a dead connection closing raises.
-                with contextlib.suppress(psycopg2.Error):
-                    pending.close()  # type: ignore[attr-defined]
+            for _ in range(_MAX_PASSES):
+                skipped_before = report.not_marked
+                pending: Iterator[PendingLine] = state.iter_pending(endpoint.name)
+                try:
+                    for _, group in groupby(pending, key=lambda p: p.group_key):
+                        for batch in batched(
+                            group,
+                            line_of=lambda p: p.line,
+                            max_lines=max_lines,
+                            max_bytes=max_bytes,
+                            overhead=overhead,
+                        ):
+                            if source_exists is not None and not endpoint.idempotent and not dry_run:
+                                batch = _withdraw_deleted(state, endpoint, batch, source_exists, report)
+                            _send_batch(
+                                state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
+                            )
+                finally:
+                    # Closed here, not by the garbage collector: on a dead connection closing raises.
+                    with contextlib.suppress(psycopg2.Error):
+                        pending.close()  # type: ignore[attr-defined]
+                if report.not_marked == skipped_before:
+                    break  # every line read was sent: rows re-staged meanwhile were read again
     except (psycopg2.Error, DatabaseUnavailable) as exc:
         raise StateStoreFailure(
             f"the state store failed while sending {endpoint.name}, after {report.requests} answered requests "
@@ -408,12 +470,33 @@ def send_endpoint(
             "for an operator to reconcile (`gestimum-pipeline rejections --status delivery_unknown`). Check "
             "SYNC_STATE_DATABASE_URL (default CRM_DATABASE_URL), then rerun the partition."
         ) from None
+    if report.requests and not dry_run:
+        state.check_owner(client.base_url, company_file)
     report.http_attempts = client.requests_made - attempts_before
     report.bytes_posted = client.bytes_posted - bytes_before
     report.duration_seconds = time.perf_counter() - started
     if not endpoint.idempotent and not dry_run:  # only documents are ever delivery_unknown
         report.delivery_unknown = state.counts(endpoint.name).get(endpoint.name, {}).get("delivery_unknown", 0)
     return report
+
+
+def _withdraw_deleted(
+    state: StateStore,
+    endpoint: Endpoint,
+    batch: list[PendingLine],
+    source_exists: Callable[[list[str]], set[str]],
+    report: SendReport,
+) -> list[PendingLine]:
+    """Withdraws the movements of `batch` whose CRM row is gone; returns the others."""
+    present = source_exists([p.source_key for p in batch])
+    gone = [p.source_key for p in batch if p.source_key not in present]
+    if not gone:
+        return batch
+    withdrawn = state.withdraw(
+        endpoint.name, gone, reason="withdrawn: deleted in the CRM before it was sent (never sent to Gestimum)"
+    )
+    report.withdrawn += len(withdrawn)
+    return [p for p in batch if p.source_key in present]
 
 
 def _send_batch(
@@ -427,6 +510,8 @@ def _send_batch(
     run_id: str | None,
     logger: logging.Logger,
 ) -> None:
+    if not batch:
+        return
     keys = [p.source_key for p in batch]
     lines = [p.line for p in batch]
     request_no = report.requests + 1
@@ -440,14 +525,34 @@ def _send_batch(
         _keep_journal(report, request_no, result, client)
         return
     request_id = f"{(run_id or 'manual')[:8]}-{endpoint.name}-{request_no}"
-    state.mark_in_flight(endpoint.name, keys, request_id=request_id, run_id=run_id)
+    try:
+        marked = state.mark_in_flight(endpoint.name, batch, request_id=request_id, run_id=run_id)
+    except WriterFenced as exc:
+        raise SyncError(
+            f"{endpoint.name}: {exc}. Nothing more was sent by this run; the other run sends the rest, and "
+            "rows of this run's last request are settled by it (stock: delivery_unknown, for an operator)."
+        ) from None
+    if len(marked) < len(keys):
+        # Re-staged, sent by another writer, or acted on by an operator since they were read:
+        # only the rows marked now are sent (the others, if still pending, on the next pass).
+        report.not_marked += len(keys) - len(marked)
+        chosen = set(marked)
+        batch = [p for p in batch if p.source_key in chosen]
+        keys = [p.source_key for p in batch]
+        lines = [p.line for p in batch]
+    if not keys:
+        return
     try:
         result = client.import_lines(endpoint, lines)
     except GestimumError as exc:
         if _not_delivered(endpoint, exc):
-            state.settle_in_flight(endpoint.name, keys, delivered=False, reason=f"request failed: {exc}")
+            state.settle_in_flight(
+                endpoint.name, keys, delivered=False, reason=f"request failed: {exc}", request_id=request_id
+            )
             raise
-        state.settle_in_flight(endpoint.name, keys, delivered=None, reason=f"request {request_id}: {exc}")
+        state.settle_in_flight(
+            endpoint.name, keys, delivered=None, reason=f"request {request_id}: {exc}", request_id=request_id
+        )
         shown = ", ".join(keys[:20]) + (", …" if len(keys) > 20 else "")
         raise DeliveryUnknownError(
             f"{len(keys)} stock movements (request {request_id}; ids {shown}) may or may not have become "
@@ -459,13 +564,13 @@ def _send_batch(
     except BaseException:
         # Anything else (a bug, KeyboardInterrupt): we cannot know how far the request got.
         if endpoint.idempotent:
-            state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted")
+            state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted", request_id=request_id)
         raise
     report.requests += 1
     outcomes = _account(report, request_no, keys, result)
     _keep_journal(report, request_no, result, client)
     try:
-        state.record_outcomes(endpoint.name, outcomes)
+        state.record_outcomes(endpoint.name, outcomes, request_id=request_id)
     except (psycopg2.Error, DatabaseUnavailable) as exc:
         # Gestimum's answer is known but not recorded: say it, so the operator can reconcile from it.
         docs = f", documents {', '.join(result.documents)}" if result.documents else ""

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gestimum_pipeline.crm.queries import count_before, stream_keys
+from gestimum_pipeline.sync.mapping import Mapper
 from gestimum_pipeline.sync.state import StateStore
 
 # Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
@@ -43,9 +45,18 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
     ]
     named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    if store.endpoints.creates_documents(endpoint):
+        # A movement Gestimum rejected is never re-sent on its own, even once changed in the CRM.
+        advice = (
+            "A movement rejected by our validation is re-sent once fixed in the CRM; one rejected by Gestimum is "
+            "never re-sent on its own: fix the cause (the item or warehouse in Gestimum, or the CRM row), then "
+            f"re-queue it with `gestimum-pipeline retry --endpoint {endpoint} <ids>`"
+        )
+    else:
+        advice = "Fix them in the CRM (the next run re-sends changed rows)"
     summary = (
-        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. Fix them in the CRM (the "
-        f"next run re-sends changed rows), or see `gestimum-pipeline rejections --endpoint {endpoint}`."
+        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}, or see "
+        f"`gestimum-pipeline rejections --endpoint {endpoint}`."
     )
     by_source: dict[str, int] = {}
     for r in rows:
@@ -111,3 +122,74 @@ def _iso(value: datetime | None) -> str:
 def _minutes(seconds: float) -> str:
     minutes = seconds / 60
     return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
+
+
+def stock_diverged(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
+    """Movements already sent (or in doubt) whose CRM row was edited since: never re-sent, reported."""
+    total, rows = store.diverged(endpoint, limit=limit)
+    if not total:
+        return Finding(True, f"no {endpoint} movement was edited in the CRM after it was sent", {"diverged": 0})
+    listed = [{**r, "since": _iso(r["since"])} for r in rows]
+    named = ", ".join(
+        f"{r['source_key']} ({r['status']}{', ' + r['document'] if r['document'] else ''})"
+        for r in listed[:MAX_NAMED_IN_SUMMARY]
+    )
+    more = f" and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    return Finding(
+        False,
+        f"{total} {endpoint} movement{'s' if total != 1 else ''} changed in the CRM after being sent: {named}{more}. "
+        "Movements are never re-sent (Gestimum would create another document): correct the document in "
+        "Gestimum by hand, or restore the CRM row.",
+        {"diverged": total},
+        listed,
+    )
+
+
+def crm_coverage(
+    store: StateStore,
+    crm_conn: Any,
+    crm_schema: str,
+    endpoint: str,
+    relation: str,
+    mapper: Mapper,
+    *,
+    not_before: datetime,
+    limit: int = MAX_LISTED_ROWS,
+    chunk_size: int = 10_000,
+) -> Finding:
+    """CRM rows changed inside the windows staged in full, yet missing from the state store.
+
+    A row there was never seen by any transform (a window staged before the row was
+    committed with an older change time, or a faulty read): it fails the check. Rows
+    changed before the sync's start date (or with no change time) are in no window:
+    counted and shown, never silently ignored.
+    """
+    before = count_before(crm_conn, crm_schema, relation, not_before)
+    missing: list[str] = []
+    total_missing = 0
+    checked = 0
+    for start, end in store.staged_windows(endpoint):
+        for chunk in stream_keys(crm_conn, crm_schema, relation, start, end, chunk_size=chunk_size):
+            keys = [mapper.key_of(row) for row in chunk]
+            checked += len(keys)
+            absent = store.missing_keys(endpoint, keys)
+            total_missing += len(absent)
+            missing.extend(absent[: max(limit - len(missing), 0)])
+    crm_conn.rollback()  # the key streams' transaction: read only
+    counts = {"crm_rows_checked": checked, "missing_from_state_store": total_missing, "before_start_date": before}
+    outside = (
+        f"; {before} {relation} rows changed before GESTIMUM_SYNC_START_DATE ({not_before.date().isoformat()}) "
+        "or with no change time are in no partition and never sent"
+        if before
+        else ""
+    )
+    if not total_missing:
+        return Finding(True, f"every {relation} row of the synced windows is in the state store{outside}", counts)
+    named = ", ".join(missing[:MAX_NAMED_IN_SUMMARY]) + (", …" if total_missing > MAX_NAMED_IN_SUMMARY else "")
+    return Finding(
+        False,
+        f"{total_missing} {relation} rows changed inside windows already synced are not in the state store "
+        f"({named}): rerun those partitions (a backfill) so they are read{outside}",
+        counts,
+        [{"source_key": k, "reason": "not in the state store"} for k in missing],
+    )

@@ -143,6 +143,10 @@ class Mapper:
         # (field, code, max length, required, decimal) per field: map() runs millions of times.
         self._specs = tuple((f, f.code, f.max_length, f.required, f.kind is FieldKind.DECIMAL) for f in endpoint.fields)
 
+    def key_of(self, row: Sequence[Any]) -> str:
+        """The record's source key; needs only the relation's key columns, which come first."""
+        return self._key(row)
+
     def map(self, row: Sequence[Any]) -> MappedRow:
         key = self._key(row)
         try:

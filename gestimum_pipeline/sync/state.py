@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import re
+import socket
 import threading
 import time
 import uuid
@@ -34,12 +36,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
 from gestimum_pipeline.db import connect, db_reason, validate_identifier
+from gestimum_pipeline.redaction import redact_url
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.mapping import MappedRow
 
@@ -166,11 +170,88 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "fenced writers; the hash of the line in flight",
+        # A writer proves its authority over a company file inside each transaction that
+        # marks rows in flight: it holds the lease row (FOR SHARE) and checks the generation
+        # it was given; a new writer bumps the generation (its UPDATE waits for any marking
+        # transaction of the old one), so a writer whose lock session died stops before its
+        # next POST. `sent_hash` is the hash of the line actually sent: a CRM change staged
+        # while the row is in flight updates `line`/`content_hash` and is queued behind it.
+        """
+        CREATE TABLE {schema}.leases (
+            company_file text PRIMARY KEY,
+            generation   bigint NOT NULL,
+            holder       text,
+            acquired_at  timestamptz NOT NULL DEFAULT now()
+        );
+        ALTER TABLE {schema}.records ADD COLUMN sent_hash text;
+        """,
+    ),
+    (
+        4,
+        "the Gestimum host and company file the store belongs to",
+        # One row at most: a store describes what one company file holds, so it refuses
+        # another (every movement would look sent, or be sent again).
+        """
+        CREATE TABLE {schema}.owner (
+            singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            gestimum_host  text NOT NULL,
+            company_file   text NOT NULL,
+            claimed_at     timestamptz NOT NULL DEFAULT now(),
+            claimed_by     text
+        );
+        """,
+    ),
+    (
+        5,
+        "windows staged in full; stock versions that diverged after sending",
+        # What a coverage check compares with the CRM: every row changed inside a window
+        # staged in full must be in `records` (a row missing there was never seen).
+        """
+        CREATE TABLE {schema}.staged_windows (
+            endpoint     text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end   timestamptz NOT NULL,
+            run_id       text,
+            recorded_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (endpoint, window_start, window_end)
+        );
+        -- A stock movement is never re-sent once known; a later CRM version is kept aside
+        -- here so a check reports the divergence (the movement was edited after sending).
+        ALTER TABLE {schema}.records ADD COLUMN diverged_hash text, ADD COLUMN diverged_at timestamptz;
+        """,
+    ),
 ]
+
+INIT_COMMAND = "gestimum-pipeline state init"
+
+# The status a row takes when its flight ends without an answer that applies to the line
+# now staged: a change queued while in flight (or a failed request) goes back to pending,
+# or to rejected when the queued version failed local validation (it carries no line).
+_REQUEUED = "CASE WHEN r.line IS NULL THEN 'rejected' ELSE 'pending' END"
 
 
 class StateStoreError(RuntimeError):
     pass
+
+
+class StateStoreMissing(StateStoreError):
+    """No state store at this URL and schema: creating one is an explicit act."""
+
+
+class StateStoreOwnerMismatch(StateStoreError):
+    """The store belongs to another Gestimum host or company file."""
+
+
+def gestimum_host(url: str) -> str:
+    """The host part of a Gestimum URL, as the store records it (lower case, no port, no credentials)."""
+    return (urlsplit(url).hostname or url).lower()
+
+
+class WriterFenced(StateStoreError):
+    """Another writer took over the company file: this one must not send anything more."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +259,9 @@ class StageCounts:
     staged: int  # rows now pending (new or changed)
     rejected: int  # rows rejected locally (new or changed)
     unchanged: int  # rows already in that state (nothing to send)
+    # Rows whose CRM version differs from the store's but which were not re-staged (a stock
+    # movement already sent): the window they belong to must not be recorded as unchanged.
+    skipped: int = 0
 
 
 class PendingLine(NamedTuple):
@@ -186,6 +270,7 @@ class PendingLine(NamedTuple):
     source_key: str
     line: str
     group_key: str
+    content_hash: str = ""  # the version read: marking in flight requires it to be still current
 
 
 class Outcome(NamedTuple):
@@ -225,6 +310,8 @@ class StateStore:
         # is released only once they are committed.
         self.async_outcomes = True
         self._writer: _OutcomeWriter | None = None
+        # (company file, generation) while company_lock is held: checked by every marking.
+        self._lease: tuple[str, int] | None = None
 
     # -- connection ---------------------------------------------------------------
     @property
@@ -289,6 +376,73 @@ class StateStore:
                 current = version
         return current
 
+    def exists(self) -> bool:
+        """Whether a state store was created at this URL and schema (never creates anything)."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".schema_migrations',))
+            return bool(cur.fetchone()[0])
+
+    def open_existing(self) -> int:
+        """Upgrades an existing store to the latest schema; a missing one is an error naming the command."""
+        if not self.exists():
+            raise StateStoreMissing(
+                f"no state store at {redact_url(self.url)} (schema {self.schema!r}, from {self._setting}): create "
+                f"it with `{INIT_COMMAND}` (or check the URL and schema: a new store would send every movement of "
+                "the range again)"
+            )
+        return self.migrate()
+
+    def init(self, gestimum_url: str, company_file: str, *, actor: str | None = None) -> bool:
+        """Creates (or upgrades) the store for this Gestimum host and company file; True if it was new.
+
+        Refuses a store that belongs to another host or company file.
+        """
+        created = not self.exists()
+        self.migrate()
+        self.check_owner(gestimum_url, company_file, claimed_by=actor)
+        return created
+
+    def owner(self) -> tuple[str, str] | None:
+        """(Gestimum host, company file) the store belongs to, or None if no sink has claimed it yet."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(self._q("SELECT gestimum_host, company_file FROM {schema}.owner"))
+            found = cur.fetchone()
+        return (found[0], found[1]) if found else None
+
+    def check_owner(
+        self, gestimum_url: str, company_file: str, *, claim: bool = True, claimed_by: str | None = None
+    ) -> None:
+        """Refuses to work for another Gestimum host or company file than the store's own.
+
+        A store without an owner yet (created by `migrate()` alone, or before owners were
+        recorded) is claimed when `claim` (by `init`, or by a sink once Gestimum has answered).
+        """
+        host = gestimum_host(gestimum_url)
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            if claim:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO {schema}.owner (gestimum_host, company_file, claimed_by) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (singleton) DO NOTHING"
+                    ),
+                    (host, company_file, claimed_by or f"pid {os.getpid()} on {socket.gethostname()}"),
+                )
+            cur.execute(self._q("SELECT gestimum_host, company_file FROM {schema}.owner"))
+            found = cur.fetchone()
+        if found is None:
+            return
+        owner_host, owner_file = found
+        if (owner_host, owner_file) != (host, company_file):
+            raise StateStoreOwnerMismatch(
+                f"the state store at {redact_url(self.url)} (schema {self.schema!r}) belongs to company file "
+                f"{owner_file!r} on Gestimum host {owner_host!r}, but this run is set for {company_file!r} on "
+                f"{host!r}: check GESTIMUM_URL and GESTIMUM_FICHIER, or give this company file its own store "
+                f"(SYNC_STATE_DATABASE_URL or another schema, created with `{INIT_COMMAND}`)"
+            )
+
     # -- staging (transform assets) -------------------------------------------------
     def stage(
         self,
@@ -315,10 +469,12 @@ class StateStore:
                 " AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
             )
         else:
+            # An in-flight row takes the new version too, and stays in flight: the outcome
+            # of the line sent is recorded against `sent_hash`, then the change is sent next.
             may_update = (
-                "r.status NOT IN ('in_flight', 'delivery_unknown') AND ("
+                "r.status <> 'delivery_unknown' AND ("
                 "r.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
-                + (" OR r.status <> 'ignored'" if force else "")
+                + (" OR r.status NOT IN ('ignored', 'in_flight')" if force else "")
                 + ")"
             )
         with conn, conn.cursor() as cur:
@@ -340,7 +496,8 @@ class StateStore:
                            CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s
                     FROM staged_rows s
                     ON CONFLICT (endpoint, source_key) DO UPDATE SET
-                        status = EXCLUDED.status, line = EXCLUDED.line, content_hash = EXCLUDED.content_hash,
+                        status = CASE WHEN r.status = 'in_flight' THEN 'in_flight' ELSE EXCLUDED.status END,
+                        line = EXCLUDED.line, content_hash = EXCLUDED.content_hash,
                         parent_key = EXCLUDED.parent_key, group_key = EXCLUDED.group_key,
                         sort_key = EXCLUDED.sort_key, reason = EXCLUDED.reason,
                         reason_source = EXCLUDED.reason_source, partition = EXCLUDED.partition,
@@ -354,10 +511,47 @@ class StateStore:
                 {"endpoint": endpoint, "partition": partition, "run_id": run_id},
             )
             statuses = [s for (s,) in cur.fetchall()]
+            skipped = 0
+            if self.endpoints.creates_documents(endpoint):
+                # Movements already sent keep their line; a different CRM version is noted
+                # aside (and cleared when the CRM reverts), for the divergence check.
+                cur.execute(
+                    self._q(
+                        "UPDATE {schema}.records r SET diverged_hash = CASE WHEN r.content_hash = s.content_hash"
+                        " THEN NULL ELSE s.content_hash END,"
+                        " diverged_at = CASE WHEN r.content_hash = s.content_hash THEN NULL"
+                        " ELSE coalesce(r.diverged_at, now()) END"
+                        " FROM staged_rows s WHERE r.endpoint = %s AND r.source_key = s.source_key"
+                        " AND (r.content_hash IS DISTINCT FROM s.content_hash OR r.diverged_hash IS NOT NULL)"
+                        " AND r.diverged_hash IS DISTINCT FROM"
+                        " (CASE WHEN r.content_hash = s.content_hash THEN NULL ELSE s.content_hash END)"
+                    ),
+                    (endpoint,),
+                )
+                cur.execute(
+                    self._q(
+                        "SELECT count(*) FROM staged_rows s JOIN {schema}.records r"
+                        " ON r.endpoint = %s AND r.source_key = s.source_key WHERE r.diverged_hash IS NOT NULL"
+                    ),
+                    (endpoint,),
+                )
+                skipped = int(cur.fetchone()[0])
+            elif len(statuses) < len(rows):
+                # Rows left alone are unchanged, or a version the store refused: after the
+                # upsert only the latter still differ.
+                cur.execute(
+                    self._q(
+                        "SELECT count(*) FROM staged_rows s JOIN {schema}.records r"
+                        " ON r.endpoint = %s AND r.source_key = s.source_key"
+                        " WHERE r.content_hash IS DISTINCT FROM s.content_hash"
+                    ),
+                    (endpoint,),
+                )
+                skipped = int(cur.fetchone()[0])
             self._compact_counts(cur)
-        staged = sum(1 for s in statuses if s == "pending")
+        staged = sum(1 for s in statuses if s in ("pending", "in_flight"))
         rejected = len(statuses) - staged
-        return StageCounts(staged, rejected, len(rows) - len(statuses))
+        return StageCounts(staged, rejected, len(rows) - len(statuses) - skipped, skipped)
 
     # -- sending (sink assets) ------------------------------------------------------
     @contextmanager
@@ -382,11 +576,48 @@ class StateStore:
                             f"{timeout_seconds:.0f} s; retry once it finishes"
                         )
                     time.sleep(0.5)
+            self._lease = (company_file, self._take_lease(company_file))
             yield
             self._drain()  # outcomes of the last request are committed before the lock goes
         finally:
+            self._lease = None
             self._drain(raise_errors=False)  # after a failure: still never release mid-write
             conn.close()
+
+    def _take_lease(self, company_file: str) -> int:
+        """Bumps the company file's generation: every earlier writer is fenced off from now on.
+
+        The UPDATE waits for a marking transaction of the previous writer to commit, so its
+        rows are in flight (and recovered by this writer) or were never marked.
+        """
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.leases AS l (company_file, generation, holder) VALUES (%s, 1, %s)"
+                    " ON CONFLICT (company_file) DO UPDATE SET generation = l.generation + 1,"
+                    " holder = EXCLUDED.holder, acquired_at = now() RETURNING generation"
+                ),
+                (company_file, f"pid {os.getpid()} on {socket.gethostname()}"),
+            )
+            return int(cur.fetchone()[0])
+
+    def _check_lease(self, cur: psycopg2.extensions.cursor) -> None:
+        """Inside a marking transaction: holds the lease row and proves it is still ours."""
+        if self._lease is None:
+            raise StateStoreError("rows are marked in flight only inside company_lock (a fenced writer)")
+        company_file, generation = self._lease
+        cur.execute(
+            self._q("SELECT generation, holder FROM {schema}.leases WHERE company_file = %s FOR SHARE"),
+            (company_file,),
+        )
+        found = cur.fetchone()
+        if found is None or int(found[0]) != generation:
+            holder = found[1] if found else "nobody"
+            raise WriterFenced(
+                f"another writer ({holder}) took over company file {company_file!r} while this run was sending "
+                "(this run's lock session was dropped); this run stops before sending anything more"
+            )
 
     def recover_in_flight(self, endpoint: str) -> int:
         """Settles rows left in flight by a run that died mid-request; returns how many."""
@@ -401,7 +632,7 @@ class StateStore:
             )
         else:
             query = (
-                "UPDATE {schema}.records SET status = 'pending', updated_at = now()"
+                "UPDATE {schema}.records r SET status = " + _REQUEUED + ", updated_at = now()"
                 " WHERE endpoint = %s AND status = 'in_flight'"
             )
         return self._execute_count(query, (endpoint,))
@@ -455,18 +686,18 @@ class StateStore:
                 cur.itersize = chunk_size
                 cur.execute(
                     self._q(
-                        "SELECT source_key, line, group_key, ctid::text FROM {schema}.records"
+                        "SELECT source_key, line, group_key, content_hash, ctid::text FROM {schema}.records"
                         " WHERE endpoint = %s AND status = 'pending'"
                         " ORDER BY group_key, sort_key, source_key"
                     ),
                     (endpoint,),
                 )
                 addresses = self._addresses
-                for key, line, group, address in cur:
+                for key, line, group, hashed, address in cur:
                     # Bounded: mark_in_flight consumes them; a dry run (no marking) stops adding.
                     if len(addresses) < _MAX_ADDRESSES:
                         addresses[(endpoint, key)] = address
-                    yield PendingLine(key, line, group)
+                    yield PendingLine(key, line, group, hashed)
         finally:
             conn.close()
 
@@ -474,20 +705,37 @@ class StateStore:
         pop = self._addresses.pop
         return [pop((endpoint, k), None) for k in keys]
 
-    def mark_in_flight(self, endpoint: str, keys: Sequence[str], *, request_id: str, run_id: str | None) -> None:
-        """Marks the rows in flight and commits (synchronously: it must be durable before the POST)."""
-        keys = list(keys)
+    def mark_in_flight(
+        self,
+        endpoint: str,
+        lines: Sequence[PendingLine] | Sequence[str],
+        *,
+        request_id: str,
+        run_id: str | None,
+    ) -> list[str]:
+        """Marks rows in flight, compare-and-set, and commits durably; returns the keys marked.
+
+        A row is marked only if it is still pending and, given PendingLines, still holds the
+        version read (a re-staging or an operator's action since wins: that row is not sent).
+        The same transaction proves this writer still holds the company file's lease.
+        """
+        keys = [p if isinstance(p, str) else p.source_key for p in lines]
+        hashes = [None if isinstance(p, str) else p.content_hash for p in lines]
         addresses = self._take_addresses(endpoint, keys)
         set_clause = (
-            "SET status = 'in_flight', attempts = r.attempts + 1, last_attempt_at = now(),"
+            "SET status = 'in_flight', attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = r.content_hash,"
             " request_id = %(request)s, run_id = %(run)s, updated_at = now()"
         )
+        cas = " AND r.status = 'pending' AND (d.extra IS NULL OR r.content_hash = d.extra)"
         # Runs beside the previous request's outcomes (other rows, another connection);
         # a failure there stops us before anything more is marked or sent.
         if self._writer is not None:
             self._writer.raise_error()
         conn = self._own_conn()
         with conn, conn.cursor() as cur:
+            # The marker must survive a server crash whatever the server's default.
+            cur.execute("SET LOCAL synchronous_commit = on")
+            self._check_lease(cur)
             found = self._update_by_address(
                 cur,
                 set_clause,
@@ -496,20 +744,31 @@ class StateStore:
                 addresses,
                 {"request": request_id, "run": run_id},
                 returning=True,
+                extra=("hash", hashes),
+                where=cas,
             )
-            missing = [k for k in keys if k not in found]
+            missing = [(k, h) for k, h in zip(keys, hashes, strict=True) if k not in found]
             if missing:
                 cur.execute(
                     self._q(
-                        "UPDATE {schema}.records r " + set_clause + " WHERE r.endpoint = %(endpoint)s"
-                        " AND r.source_key = ANY(%(keys)s) RETURNING r.source_key, r.ctid::text"
+                        "UPDATE {schema}.records r " + set_clause + " FROM unnest(%(keys)s::text[], %(hashes)s::text[])"
+                        " AS d(source_key, extra) WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key"
+                        + cas
+                        + " RETURNING r.source_key, r.ctid::text"
                     ),
-                    {"request": request_id, "run": run_id, "endpoint": endpoint, "keys": missing},
+                    {
+                        "request": request_id,
+                        "run": run_id,
+                        "endpoint": endpoint,
+                        "keys": [k for k, _ in missing],
+                        "hashes": [h for _, h in missing],
+                    },
                 )
                 found.update(cur.fetchall())
             self._compact_counts(cur)  # once per request: the deltas stay few
         for key, address in found.items():
             self._addresses[(endpoint, key)] = address  # for record_outcomes
+        return [k for k in keys if k in found]
 
     def _update_by_address(
         self,
@@ -521,7 +780,8 @@ class StateStore:
         params: dict[str, Any],
         *,
         returning: bool,
-        extra: tuple[str, list[Any]] | None = None,
+        extra: tuple[str, Sequence[Any]] | None = None,
+        where: str = "",
     ) -> dict[str, str]:
         """UPDATE the rows at `addresses` that still hold their key; returns {key: new address}."""
         pairs = [(a, k, i) for i, (a, k) in enumerate(zip(addresses, keys, strict=True)) if a is not None]
@@ -545,15 +805,21 @@ class StateStore:
                 + ") AS d(address, source_key"
                 + (", extra" if extra is not None else "")
                 + ") WHERE r.ctid = d.address AND r.source_key = d.source_key AND r.endpoint = %(endpoint)s"
+                + where
                 + " RETURNING r.source_key, r.ctid::text"
             ),
             {**params, **arrays},
         )
         return dict(cur.fetchall()) if returning else {k: "" for k, _ in cur.fetchall()}
 
-    def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome]) -> None:
+    def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome], *, request_id: str | None = None) -> None:
         """Records each line's outcome. With `async_outcomes` (the default) the UPDATEs run on a
-        background connection and this returns at once; see `conn` and `company_lock`."""
+        background connection and this returns at once; see `conn` and `company_lock`.
+
+        Compare-and-set: only rows still in flight for `request_id` take it (a stock row another
+        writer has meanwhile declared delivery_unknown takes it too: the answer is the truth).
+        The imported hash is the hash of the line sent; a change staged meanwhile is queued.
+        """
         imported = [o for o in outcomes if o.imported]
         rejected = [o for o in outcomes if not o.imported]
         self._take_addresses(endpoint, [o.source_key for o in rejected])  # found by key below
@@ -561,11 +827,11 @@ class StateStore:
         # Stock outcomes stay synchronous: a failure to record them must be reported with
         # the request it belongs to (the documents an operator reconciles against).
         if not self.async_outcomes or self.endpoints.creates_documents(endpoint):
-            self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected)
+            self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected, request_id)
             return
         if self._writer is None:
             self._writer = _OutcomeWriter(self.new_connection, self._apply_outcomes)
-        self._writer.submit((endpoint, imported, addresses, rejected))
+        self._writer.submit((endpoint, imported, addresses, rejected, request_id))
 
     def _apply_outcomes(
         self,
@@ -574,7 +840,13 @@ class StateStore:
         imported: list[Outcome],
         addresses: list[str | None],
         rejected: list[Outcome],
+        request_id: str | None = None,
     ) -> None:
+        same = "r.content_hash = coalesce(r.sent_hash, r.content_hash)"
+        in_flight = (
+            " AND (r.status = 'in_flight' OR (%(request)s::text IS NOT NULL AND r.status = 'delivery_unknown'"
+            " AND r.reason_source = 'delivery')) AND (%(request)s::text IS NULL OR r.request_id = %(request)s)"
+        )
         with conn, conn.cursor() as cur:
             # Master data: losing this commit in a server crash only re-sends an upsert, so
             # it need not wait for the disk. Stock: the document numbers Gestimum gave are
@@ -585,8 +857,11 @@ class StateStore:
                 keys = [o.source_key for o in imported]
                 documents = [o.document for o in imported]
                 set_clause = (
-                    "SET status = 'imported', imported_hash = r.content_hash, imported_at = now(),"
-                    " reason = NULL, reason_source = NULL, document = d.extra, updated_at = now()"
+                    f"SET status = CASE WHEN {same} THEN 'imported' ELSE {_REQUEUED} END,"
+                    " imported_hash = coalesce(r.sent_hash, r.content_hash), imported_at = now(),"
+                    f" reason = CASE WHEN {same} THEN NULL ELSE r.reason END,"
+                    f" reason_source = CASE WHEN {same} THEN NULL ELSE r.reason_source END,"
+                    " document = d.extra, updated_at = now()"
                 )
                 done = self._update_by_address(
                     cur,
@@ -594,51 +869,81 @@ class StateStore:
                     endpoint,
                     keys,
                     addresses,
-                    {},
+                    {"request": request_id},
                     returning=False,
                     extra=("document", documents),
+                    where=in_flight,
                 )
                 if len(done) < len(keys):
                     rest = [(k, d) for k, d in zip(keys, documents, strict=True) if k not in done]
                     cur.execute(
                         self._q(
-                            """
-                            UPDATE {schema}.records r SET status = 'imported', imported_hash = r.content_hash,
-                                imported_at = now(), reason = NULL, reason_source = NULL,
-                                document = d.document, updated_at = now()
-                            FROM unnest(%s::text[], %s::text[]) AS d(source_key, document)
-                            WHERE r.endpoint = %s AND r.source_key = d.source_key
-                            """
+                            "UPDATE {schema}.records r "
+                            + set_clause
+                            + " FROM unnest(%(keys)s::text[], %(documents)s::text[]) AS d(source_key, extra)"
+                            " WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key" + in_flight
                         ),
-                        ([k for k, _ in rest], [d for _, d in rest], endpoint),
+                        {
+                            "keys": [k for k, _ in rest],
+                            "documents": [d for _, d in rest],
+                            "endpoint": endpoint,
+                            "request": request_id,
+                        },
                     )
             if rejected:
                 cur.execute(
                     self._q(
+                        f"""
+                        UPDATE {{schema}}.records r SET status = CASE WHEN {same} THEN 'rejected' ELSE {_REQUEUED} END,
+                            reason = CASE WHEN {same} THEN d.reason ELSE r.reason END,
+                            reason_source = CASE WHEN {same} THEN 'gestimum' ELSE r.reason_source END,
+                            updated_at = now()
+                        FROM unnest(%(keys)s::text[], %(reasons)s::text[]) AS d(source_key, reason)
+                        WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key
                         """
-                        UPDATE {schema}.records r SET status = 'rejected', reason = d.reason,
-                            reason_source = 'gestimum', updated_at = now()
-                        FROM unnest(%s::text[], %s::text[]) AS d(source_key, reason)
-                        WHERE r.endpoint = %s AND r.source_key = d.source_key
-                        """
+                        + in_flight
                     ),
-                    ([o.source_key for o in rejected], [o.reason for o in rejected], endpoint),
+                    {
+                        "keys": [o.source_key for o in rejected],
+                        "reasons": [o.reason for o in rejected],
+                        "endpoint": endpoint,
+                        "request": request_id,
+                    },
                 )
 
-    def settle_in_flight(self, endpoint: str, keys: Sequence[str], *, delivered: bool | None, reason: str) -> None:
+    def settle_in_flight(
+        self,
+        endpoint: str,
+        keys: Sequence[str],
+        *,
+        delivered: bool | None,
+        reason: str,
+        request_id: str | None = None,
+    ) -> None:
         """After a failed request: back to pending when surely not delivered (or idempotent),
         `delivery_unknown` when Gestimum may have processed a non-idempotent request."""
         if delivered is None:
             query = (
-                "UPDATE {schema}.records SET status = 'delivery_unknown', reason = %s, reason_source = 'delivery',"
-                " updated_at = now() WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'in_flight'"
+                "UPDATE {schema}.records r SET status = 'delivery_unknown', reason = %(reason)s,"
+                " reason_source = 'delivery', updated_at = now()"
             )
         else:
+            # A queued version that failed local validation keeps its own reason.
             query = (
-                "UPDATE {schema}.records SET status = 'pending', reason = %s, reason_source = 'delivery',"
-                " updated_at = now() WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'in_flight'"
+                "UPDATE {schema}.records r SET status = " + _REQUEUED + ","
+                " reason = CASE WHEN r.line IS NULL THEN r.reason ELSE %(reason)s END,"
+                " reason_source = CASE WHEN r.line IS NULL THEN r.reason_source ELSE 'delivery' END,"
+                " updated_at = now()"
             )
-        self._execute_count(query, (reason, endpoint, list(keys)))
+        query += (
+            " WHERE endpoint = %(endpoint)s AND source_key = ANY(%(keys)s) AND status = 'in_flight'"
+            " AND (%(request)s::text IS NULL OR request_id = %(request)s)"
+        )
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(query), {"reason": reason, "endpoint": endpoint, "keys": list(keys), "request": request_id}
+            )
 
     # -- reading ---------------------------------------------------------------------
     def counts(self, endpoint: str | None = None) -> dict[str, dict[str, int]]:
@@ -737,6 +1042,80 @@ class StateStore:
                 ),
                 (endpoint, mapping, start, end, signature[0], signature[1], run_id),
             )
+
+    def record_staged_window(self, endpoint: str, start: datetime, end: datetime, *, run_id: str | None) -> None:
+        """Called once every row of the window has been staged (or found unchanged)."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.staged_windows (endpoint, window_start, window_end, run_id)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (endpoint, window_start, window_end)"
+                    " DO UPDATE SET run_id = EXCLUDED.run_id, recorded_at = now()"
+                ),
+                (endpoint, start, end, run_id),
+            )
+
+    def staged_windows(self, endpoint: str) -> list[tuple[datetime, datetime]]:
+        """The endpoint's windows staged in full, merged into disjoint ranges in time order."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT window_start, window_end FROM {schema}.staged_windows WHERE endpoint = %s"
+                    " ORDER BY window_start, window_end"
+                ),
+                (endpoint,),
+            )
+            merged: list[tuple[datetime, datetime]] = []
+            for start, end in cur.fetchall():
+                if merged and start <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+                else:
+                    merged.append((start, end))
+        return merged
+
+    def diverged(self, endpoint: str, *, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """(count, first rows) of sent movements whose CRM version changed since."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT count(*) OVER (), source_key, status, document, diverged_at FROM {schema}.records"
+                    " WHERE endpoint = %s AND diverged_hash IS NOT NULL ORDER BY diverged_at, source_key LIMIT %s"
+                ),
+                (endpoint, limit),
+            )
+            found = cur.fetchall()
+        total = int(found[0][0]) if found else 0
+        return total, [{"source_key": k, "status": st, "document": d or "", "since": at} for _, k, st, d, at in found]
+
+    def withdraw(self, endpoint: str, keys: Sequence[str], *, reason: str) -> list[str]:
+        """Pending rows whose source row is gone are withdrawn (ignored, with the reason), never sent."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "UPDATE {schema}.records SET status = 'ignored', reason = %s, reason_source = 'crm',"
+                    " updated_at = now() WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'pending'"
+                    " RETURNING source_key"
+                ),
+                (reason, endpoint, list(keys)),
+            )
+            return [k for (k,) in cur.fetchall()]
+
+    def missing_keys(self, endpoint: str, keys: Sequence[str]) -> list[str]:
+        """The keys among `keys` that have no record for the endpoint."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT k FROM unnest(%s::text[]) AS k WHERE NOT EXISTS"
+                    " (SELECT 1 FROM {schema}.records r WHERE r.endpoint = %s AND r.source_key = k)"
+                ),
+                (list(keys), endpoint),
+            )
+            return [k for (k,) in cur.fetchall()]
 
     def records(
         self,

@@ -166,7 +166,7 @@ def test_a_crm_that_breaks_the_source_contract(dep: Deployment) -> None:
     assert "crm.contacts lacks column(s): first_name" in message
 
 
-def test_a_state_store_the_sync_user_may_not_create(dep: Deployment, pg_server_url: str) -> None:
+def test_a_missing_state_store_stops_the_run_naming_the_command(dep: Deployment, pg_server_url: str) -> None:
     with role_database(pg_server_url, "gp_locked") as locked:
         # The database becomes the superuser's: the sync role may connect, not create a schema.
         name = database_name(locked)
@@ -180,9 +180,10 @@ def test_a_state_store_the_sync_user_may_not_create(dep: Deployment, pg_server_u
         dep.state_url = locked
         run = run_job(dep)
         dep.state_url = dep.crm_url
-        case = CaseRecord("config", "state_store_schema_not_creatable", "the preflight says which grant", "")
+        case = CaseRecord("config", "state_store_missing", "the preflight names `gestimum-pipeline state init`", "")
         message = stopped_at_preflight(dep, run, case)
-        assert "cannot be created or migrated" in message and "grant CREATE" in message
+        # A run never creates a store: the preflight names the command that does (as a role that may).
+        assert "no state store" in message and "gestimum-pipeline state init" in message
 
 
 PRODUCTION_RUN = """

@@ -113,6 +113,16 @@ def test_local_instance_config_loads(tmp_path: Path) -> None:
         pools = instance.get_concurrency_config().pool_config
         assert pools.pool_granularity is not None and pools.pool_granularity.value == "op"
         assert pools.default_pool_limit == 1
+        _kills_are_bounded(instance)
+
+
+def _kills_are_bounded(instance: dg.DagsterInstance) -> None:
+    """Issue 12, finding 9: a run whose worker was killed must give its pool slot back: run
+    monitoring ends it after max_runtime (the default launcher cannot see a dead worker)."""
+    assert instance.run_monitoring_enabled
+    settings = instance.run_monitoring_settings
+    assert 0 < settings["max_runtime_seconds"] <= 4 * 3600
+    assert 0 < settings["free_slots_after_run_end_seconds"] <= 600
 
 
 def test_production_instance_config_loads(tmp_path: Path, dagster_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,8 +139,7 @@ def test_production_instance_config_loads(tmp_path: Path, dagster_pg_url: str, m
         assert config.pool_config.default_pool_limit == 1
         assert config.run_queue_config is not None and config.run_queue_config.max_concurrent_runs >= 2
         assert instance.event_log_storage.supports_global_concurrency_limits
-        assert instance.run_monitoring_enabled
-        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        _kills_are_bounded(instance)
     # No credential in the file: every part of the connection but the driver is an env var.
     storage = yaml.safe_load(PRODUCTION_YAML.read_text())["storage"]["postgres"]["postgres_db"]
     assert storage.pop("scheme") == "postgresql+psycopg2"

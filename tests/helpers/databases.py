@@ -24,3 +24,14 @@ def copy_database(server_url: str, template: str, prefix: str, *, owner: str | N
     finally:
         conn.close()
     return with_database(server_url, name)
+
+
+def init_state_store(url: str) -> None:
+    """Creates the state store in a test database, as a deployment does once (`state init`).
+
+    Without an owner: the first sink (or preflight) claims it for the simulator it talks to.
+    """
+    from gestimum_pipeline.sync.state import StateStore
+
+    with StateStore(url) as store:
+        store.migrate()

@@ -23,7 +23,7 @@ from typing import Any
 
 import dagster as dg
 from dagster._serdes import serialize_value
-from databases import copy_database
+from databases import copy_database, init_state_store
 from sync_harness import HARNESS_SETTINGS, execute, failure_message
 
 from gestimum_pipeline.crm.ddl import create_reference_schema
@@ -168,7 +168,10 @@ def deployment(
                 create_reference_schema(conn, "crm")
             finally:
                 conn.close()
+            init_state_store(crm_url)
         state_url = stack.enter_context(role_database(server_url, "gp_state")) if separate_state else crm_url
+        if separate_state:
+            init_state_store(state_url)
         simulator = stack.enter_context(GestimumSimulator(sim_config))
         yield Deployment(crm_url=crm_url, state_url=state_url, server_url=server_url, simulator=simulator)
 

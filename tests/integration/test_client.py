@@ -647,6 +647,21 @@ def test_gestimum_echoing_the_password_is_redacted(stub, caplog):
     assert_secret_free(info.value)
 
 
+@pytest.mark.parametrize("password", ['pa"ss', "pa\\ss", 'q"\\"uo'])
+def test_a_password_echoed_json_escaped_is_redacted(stub, password: str) -> None:
+    """Issue 12, finding 10: a proxy or server echoing the request body quotes the password as
+    JSON writes it (escaped quote, backslash); that form is redacted too."""
+    echoed = json.dumps({"mot_passe": password})  # e.g. {"mot_passe": "pa\"ss"}
+    assert password not in echoed  # only the escaped form is in the answer
+    stub.answer = (400, f"Bad request body: {echoed}".encode(), {"Content-Type": "text/plain"})
+    company = CompanySettings("DEMO.Gestimum", "DEMO", password)
+    with make_client(stub.url, company=company) as c, pytest.raises(GestimumProtocolError) as info:
+        c.import_lines(CLIENTS, [CLIENT_LINE])
+    text = "".join(traceback.format_exception(info.value))
+    assert json.dumps(password)[1:-1] not in text and password not in text
+    assert "***" in text
+
+
 # --- transport failures that a local socket cannot produce on demand -----------------
 
 

@@ -59,7 +59,12 @@ def test_the_graph_picks_up_a_registered_endpoint() -> None:
     transform = graph.get(dg.AssetKey(["transform", "contact_emails"]))
     assert {k.to_user_string() for k in transform.parent_keys} == {"crm/contacts"}
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == sink.key}
-    assert checks == {"statistics_consistent", "no_rejected_lines", "no_rows_waiting_too_long"}
+    assert checks == {
+        "statistics_consistent",
+        "no_rejected_lines",
+        "no_rows_waiting_too_long",
+        "crm_rows_in_state_store",
+    }
     assert "gestimum_sync" in {j.name for j in defs.resolve_all_job_defs()}
     # The production graph is unchanged.
     production = build_definitions(Settings()).resolve_asset_graph().get_all_asset_keys()
@@ -90,5 +95,7 @@ def test_the_cli_picks_up_a_registered_endpoint(database_url: str, capsys: pytes
     args = ["rejections", "--endpoint", "contact_emails", "--database-url", database_url, "--json"]
     with pytest.raises(SystemExit, match="unknown endpoint 'contact_emails'"):
         cli(args)
+    with StateStore(database_url) as store:
+        store.migrate()  # the store exists (a deployment creates it with `state init`)
     assert cli(args, endpoints=REGISTRY) == 0
     assert json.loads(capsys.readouterr().out) == []

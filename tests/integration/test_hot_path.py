@@ -92,6 +92,7 @@ def test_trigger_kept_counts_match_the_records(database_url: str) -> None:
         rows.append(mapper.map(("BAD", "x" * 200, None, None, None, None, None, None, None)))
         store.stage("clients", rows, partition="p", run_id="r")
         assert store.counts() == scanned(store) == {"clients": {"pending": 50, "rejected": 1}}
+        store._lease = ("X", store._take_lease("X"))  # a fenced writer, as inside company_lock
         keys = [f"C{i}" for i in range(20)]
         store.mark_in_flight("clients", keys, request_id="q1", run_id="r")
         assert store.counts("clients") == scanned(store)
@@ -145,6 +146,7 @@ def test_master_data_outcomes_are_written_in_the_background_and_waited_for(datab
 
         assert store._writer is not None
         store._writer._apply = fail
+        store._lease = ("X", store._take_lease("X"))  # a fenced writer, as inside company_lock
         store.mark_in_flight("clients", keys[20:], request_id="q3", run_id="r")
         store.record_outcomes("clients", [Outcome(k, True) for k in keys[20:]])
         with _pytest.raises(OutcomesNotRecorded, match=r"earlier clients request failed .*stay in flight"):

@@ -17,10 +17,12 @@ ENC = LineEncoder()
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[StateStore]:
+    """A store holding the company file's lease, as a sink does: rows are marked only by a fenced writer."""
     s = StateStore(database_url)
     s.migrate()
     try:
-        yield s
+        with s.company_lock("TEST.Gestimum"):
+            yield s
     finally:
         s.close()
 
@@ -126,3 +128,33 @@ def test_operator_actions_are_recorded(store: StateStore) -> None:
     action = store.actions()[0]
     assert (action["actor"], action["action"], action["source_key"]) == ("alice", "reconcile-delivered", "9")
     assert action["at"] is not None
+
+
+def test_the_in_flight_marker_is_durable_whatever_the_servers_synchronous_commit(
+    store: StateStore, database_url: str
+) -> None:
+    """Issue 12, finding 10: with synchronous_commit off on the server (a DBA's choice), the
+    marking transaction still waits for the disk, so a crash cannot lose the marker."""
+    import psycopg2.extensions
+
+    from gestimum_pipeline.db import connect, database_name
+
+    with connect(database_url, autocommit=True) as admin, admin.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{database_name(database_url)}" SET synchronous_commit = off')
+    seen: list[str] = []
+
+    class Recording(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):  # type: ignore[no-untyped-def]
+            if "UPDATE" in str(query.as_string(self) if hasattr(query, "as_string") else query):
+                super().execute("SHOW synchronous_commit")  # inside the marking transaction
+                seen.append(self.fetchone()[0])
+            super().execute(query, vars)
+
+    store.conn.close()  # a new session, under the database's new default (the fixture holds the lease)
+    store.stage("clients", [client("C1", "A")], partition="p", run_id="r")
+    with store.conn, store.conn.cursor() as cur:
+        cur.execute("SHOW synchronous_commit")
+        assert cur.fetchone()[0] == "off"
+    store._own_conn().cursor_factory = Recording
+    assert store.mark_in_flight("clients", ["C1"], request_id="q", run_id="r") == ["C1"]
+    assert seen and set(seen) == {"on"}

@@ -48,10 +48,13 @@ def test_assets_carry_groups_kinds_owners_partitions_and_policies() -> None:
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
-    sink_checks = {"statistics_consistent", "no_rejected_lines", "no_rows_waiting_too_long"}
+    sink_checks = {"statistics_consistent", "no_rejected_lines", "no_rows_waiting_too_long", "crm_rows_in_state_store"}
     for endpoint in ("comptes", "clients", "contacts", "references_clients_articles"):
         assert checks[f"gestimum/{endpoint}"] == sink_checks
-    assert checks["gestimum/documents_stock"] == sink_checks | {"no_delivery_unknown"}
+    assert checks["gestimum/documents_stock"] == sink_checks | {
+        "no_delivery_unknown",
+        "no_movement_changed_after_sending",
+    }
     for relation in ("customers", "contacts", "stock_movements", "customer_item_references"):
         assert checks[f"crm/{relation}"] == {"source_contract"}
     blocking = {k.name for k, spec in _check_specs().items() if spec.blocking}
@@ -88,7 +91,37 @@ def test_schedule_requests_yesterday_and_today() -> None:
     schedule = defs.resolve_schedule_def("gestimum_sync_schedule")
     assert schedule.cron_schedule == "0 * * * *"
     when = datetime(2026, 3, 29, 9, 0, tzinfo=ZoneInfo("Europe/Paris"))
-    with dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def()) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        ) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2026-03-28", "2026-03-29"]
     assert len({r.run_key for r in requests}) == 2
+
+
+def _synced(instance: dg.DagsterInstance, days: dict[str, str]) -> None:
+    for endpoint, day in days.items():
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["gestimum", endpoint], partition=day))
+
+
+SINKS = ("comptes", "clients", "contacts", "documents_stock", "references_clients_articles")
+
+
+def test_after_an_outage_the_schedule_covers_every_day_since_the_last_success() -> None:
+    """Issue 12, finding 4: synced up to Friday the 27th, down until Monday the 30th: one run from
+    Thursday (the day before the oldest sink's last synced day) to Monday, Saturday included."""
+    schedule = defs.resolve_schedule_def("gestimum_sync_schedule")
+    when = datetime(2026, 3, 30, 9, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    with dg.instance_for_test() as instance:
+        _synced(instance, {e: "2026-03-27" for e in SINKS} | {"clients": "2026-03-26"})
+        _synced(instance, {e: "2026-03-20" for e in SINKS})  # an older day does not matter
+        with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests
+    assert len(requests) == 1
+    assert requests[0].tags["dagster/asset_partition_range_start"] == "2026-03-25"
+    assert requests[0].tags["dagster/asset_partition_range_end"] == "2026-03-30"

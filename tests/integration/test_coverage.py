@@ -1,0 +1,61 @@
+"""Catch-up's safety net (issue 12, finding 4): a check compares the CRM with the state store over
+the windows already synced, and counts the rows no window will ever read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sync_harness import insert_customers
+
+from gestimum_pipeline.db import connect
+from gestimum_pipeline.gestimum.envelope import LineFormat
+from gestimum_pipeline.sync import health
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
+from gestimum_pipeline.sync.engine import Window, stage_endpoint
+from gestimum_pipeline.sync.state import StateStore
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+FRIDAY = Window(datetime(2026, 3, 27, tzinfo=UTC), datetime(2026, 3, 28, tzinfo=UTC))
+
+
+def customer(code: str, when: str) -> tuple[object, ...]:
+    return (code, f"Customer {code}", None, None, None, None, None, None, when)
+
+
+def coverage(store: StateStore, crm_url: str) -> health.Finding:
+    spec = ENDPOINTS.get("comptes")
+    conn = connect(crm_url)
+    try:
+        mapper = spec.make_mapper(LineFormat().encoder())
+        return health.crm_coverage(store, conn, "crm", "comptes", spec.relation, mapper, not_before=START)
+    finally:
+        conn.close()
+
+
+def test_rows_committed_into_a_synced_window_afterwards_fail_the_check(crm_url: str) -> None:
+    insert_customers(crm_url, [customer("C1", "2026-03-27 10:00+00")])
+    spec = ENDPOINTS.get("comptes")
+    with StateStore(crm_url) as store:
+        store.migrate()  # the test template has one already; idempotent
+        stage_endpoint(
+            crm_connect=lambda: connect(crm_url),
+            crm_schema="crm",
+            state=store,
+            spec=spec,
+            mapper=spec.make_mapper(LineFormat().encoder()),
+            window=FRIDAY,
+            partition="2026-03-27",
+            run_id="r1",
+        )
+        assert coverage(store, crm_url).passed
+        # Committed after Friday's run, with a change time inside Friday (a long transaction,
+        # a clock behind): no later scheduled run reads Friday again.
+        insert_customers(
+            crm_url,
+            [customer("C2", "2026-03-27 20:00+00"), customer("OLD", "2026-02-01 00:00+00")],
+        )
+        finding = coverage(store, crm_url)
+    assert not finding.passed
+    assert finding.counts == {"crm_rows_checked": 2, "missing_from_state_store": 1, "before_start_date": 1}
+    assert "C2" in finding.summary and [r["source_key"] for r in finding.rows] == ["C2"]
+    assert "1 customers rows changed before GESTIMUM_SYNC_START_DATE (2026-03-01)" in finding.summary
