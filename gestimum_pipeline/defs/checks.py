@@ -99,6 +99,7 @@ def build_state_checks(
                 dg.AssetCheckSeverity.WARN,
                 health.stock_diverged,
                 endpoints,
+                settings,
             )
         )
         checks.append(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from databases import copy_database
+from databases import copy_database, init_state_store
 from sync_harness import insert_customers, insert_movements, state_records
 
 from gestimum_pipeline.components import GestimumSync
@@ -95,6 +95,8 @@ def two(pg_server_url: str, crm_template: str, tmp_path: Path) -> Iterator[TwoCo
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     crm = {name: copy_database(pg_server_url, crm_template, f"gp_{name}") for name in COMPANIES}
+    for name in COMPANIES:  # `gestimum-pipeline state init` of each company file's store
+        init_state_store(crm[name], f"gestimum_sync_{name}")
     simulators = {
         name: GestimumSimulator(
             SimulatorConfig(company_file=f"{name.upper()}.Gestimum", user="SYNC", password=f"{name}-pw", items=("ELS",))

@@ -26,12 +26,12 @@ def copy_database(server_url: str, template: str, prefix: str, *, owner: str | N
     return with_database(server_url, name)
 
 
-def init_state_store(url: str) -> None:
+def init_state_store(url: str, schema: str | None = None) -> None:
     """Creates the state store in a test database, as a deployment does once (`state init`).
 
     Without an owner: the first sink (or preflight) claims it for the simulator it talks to.
     """
     from gestimum_pipeline.sync.state import StateStore
 
-    with StateStore(url) as store:
+    with StateStore(url) if schema is None else StateStore(url, schema) as store:
         store.migrate()
