@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,6 @@ DAY = date(2024, 1, 2)
 DATABASE = "gestimum_bench_small"
 BIN = Path(sys.executable).parent
 EDITED = 5
-FRESH_STATE = "DROP SCHEMA IF EXISTS gestimum_sync CASCADE"  # each first run starts from an empty store
 
 
 # The trivial job as a dg project of its own, so both are launched by the same command.
@@ -136,10 +136,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         command = launch_command(DAY.isoformat())
         results: dict[str, Any] = {}
 
-        def variant(name: str, project: Path, before: str | None = None) -> None:
+        def fresh_state() -> None:  # each first run starts from an empty store, created as in production
+            sql(crm_url, "DROP SCHEMA IF EXISTS gestimum_sync CASCADE")
+            subprocess.run([str(BIN / "gestimum-pipeline"), "state", "init"], env=env, check=True, capture_output=True)
+
+        def variant(name: str, project: Path, before: str | Callable[[], None] | None = None) -> None:
             samples, received = [], []
             for _ in range(args.runs):
-                if before:
+                if callable(before):
+                    before()
+                elif before:
                     sql(crm_url, before)
                 sink.reset()
                 samples.append(timed(command, env, project))
@@ -149,7 +155,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         timed(command, env, trivial_project)  # warm-up: imports, the instance's tables
         variant("trivial", trivial_project)
-        variant("first_run", ROOT, before=FRESH_STATE)
+        variant("first_run", ROOT, before=fresh_state)
         variant("noop", ROOT)
         # A new name (toggled, so each run edits again) and a later change time within the day.
         touch = (
