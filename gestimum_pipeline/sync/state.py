@@ -512,7 +512,8 @@ class StateStore:
             )
             statuses = [s for (s,) in cur.fetchall()]
             skipped = 0
-            if self.endpoints.creates_documents(endpoint):
+            # When every row was taken, none diverged and none was refused: no join at all.
+            if len(statuses) < len(rows) and self.endpoints.creates_documents(endpoint):
                 # Movements already sent keep their line; a different CRM version is noted
                 # aside (and cleared when the CRM reverts), for the divergence check.
                 cur.execute(
