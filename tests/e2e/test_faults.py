@@ -538,9 +538,8 @@ def test_state_store_lost_while_gestimum_processes_a_stock_request(
 # --- the run process killed mid-import --------------------------------------------------------------
 
 
-# The production code location and job, executed in one process: the same steps as
-# `dg launch --assets '*'`, without that
-# command's process per step (a minute of imports on a small machine).
+# The production code location and job, executed in one process, as `dg launch --assets '*'`
+# runs them, without the CLI's own start-up: the process the test kills mid-import.
 RUN_SCRIPT = """
 import sys
 import dagster as dg
