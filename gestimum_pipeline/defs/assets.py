@@ -333,6 +333,7 @@ def build_transform(
                 run_id=context.run_id,
                 force=sync_options.force,
                 chunk_size=sync_options.chunk_size,
+                logger=context.log,
             )
         except DatabaseUnavailable as exc:
             raise _transient("database unreachable while streaming rows; rerun the partition", exc) from None

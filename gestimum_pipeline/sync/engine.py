@@ -46,6 +46,7 @@ from gestimum_pipeline.gestimum.errors import (
 from gestimum_pipeline.gestimum.journal import ImportResult
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry, EndpointSpec
 from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
+from gestimum_pipeline.sync.progress import ProgressLog
 from gestimum_pipeline.sync.state import Outcome, PendingLine, StageCounts, StateStore, WriterFenced
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,14 @@ def stage_endpoint(
     run_id: str | None,
     force: bool = False,
     chunk_size: int = 5000,
+    logger: logging.Logger | None = None,
 ) -> StageReport:
     """Streams the window's rows, maps them and records them in the state store, chunk by chunk."""
     endpoint = spec.name
     relation = spec.relation
     rel = contract.relation(relation)
     report = StageReport(endpoint, relation, window)
+    progress = ProgressLog(logger or log, f"staging {endpoint} from {relation}", unit="rows")
     stats = MappingStats()
     started = time.perf_counter()
     conn = crm_connect()
@@ -209,6 +212,7 @@ def stage_endpoint(
                 "(default CRM_DATABASE_URL), then rerun the partition."
             ) from None
         report.rows_read += n_rows
+        progress.update(report.rows_read)
         report.staged += counts.staged
         report.rejected_locally += counts.rejected
         report.unchanged += counts.unchanged
@@ -265,6 +269,7 @@ def stage_endpoint(
                 len(chunk),
             )
         collect()
+        progress.finish(report.rows_read)
         if spec.case_folded and report.staged:
             # Only rows staged now can newly collide (one hash join over the endpoint's records).
             collisions = state.reject_case_collisions(endpoint, spec.key_field)
@@ -439,6 +444,10 @@ def send_endpoint(
                 report.recovered_in_flight = state.recover_in_flight(endpoint.name)
                 report.released = state.release_children(endpoint.name)
                 report.held = state.hold_orphans(endpoint.name)
+            pending_lines = state.counts(endpoint.name).get(endpoint.name, {}).get("pending", 0)
+            progress = ProgressLog(
+                logger, f"sending {endpoint.name}", unit="lines", total=pending_lines, per_request=max_lines
+            )
             for _ in range(_MAX_PASSES):
                 skipped_before = report.not_marked
                 pending: Iterator[PendingLine] = state.iter_pending(endpoint.name)
@@ -456,12 +465,14 @@ def send_endpoint(
                             _send_batch(
                                 state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
                             )
+                            progress.update(report.lines_sent, requests=report.requests)
                 finally:
                     # Closed here, not by the garbage collector: on a dead connection closing raises.
                     with contextlib.suppress(psycopg2.Error):
                         pending.close()  # type: ignore[attr-defined]
                 if report.not_marked == skipped_before:
                     break  # every line read was sent: rows re-staged meanwhile were read again
+            progress.finish(report.lines_sent, requests=report.requests)
     except (psycopg2.Error, DatabaseUnavailable) as exc:
         raise StateStoreFailure(
             f"the state store failed while sending {endpoint.name}, after {report.requests} answered requests "
