@@ -17,7 +17,7 @@ from typing import Annotated
 import dagster as dg
 
 from gestimum_pipeline.defs.build import build_definitions
-from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.resources import CrmDatabase, SyncOptions, SyncStateDatabase, gestimum_api
 from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync.state import DEFAULT_SCHEMA as STATE_SCHEMA
 
@@ -123,18 +123,12 @@ class GestimumSync(dg.Component, dg.Resolvable):
         state = self.state_url or self.crm_url
         return {
             "crm": CrmDatabase(url=self.crm_url, schema_name=self.crm_schema),
-            "gestimum": GestimumApi(
+            "gestimum": gestimum_api(
+                settings,
                 url=self.gestimum_url,
                 company_file=self.company_file,
                 user=self.user,
                 password=self.password if self.password is not None else "",
-                connect_timeout_seconds=settings.connect_timeout_seconds,
-                read_timeout_seconds=settings.read_timeout_seconds,
-                max_lines_per_request=settings.max_lines_per_request,
-                max_bytes_per_request=settings.max_bytes_per_request,
-                verify_tls=settings.verify_tls,
-                ca_bundle=settings.ca_bundle,
-                max_retries=settings.max_retries,
             ),
             "sync_state": SyncStateDatabase(url=state, schema_name=self.state_schema, setting=state.env_var_name),
             "sync_options": SyncOptions(lookback_minutes=settings.lookback_minutes, account_prefix=self.account_prefix),

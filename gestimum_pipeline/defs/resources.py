@@ -140,23 +140,35 @@ class SyncOptions(dg.ConfigurableResource):
     chunk_size: int = 5000
 
 
+def gestimum_api(settings: Settings, *, url: Any, company_file: Any, user: Any, password: Any) -> GestimumApi:
+    """The Gestimum resource of a company file: its connection (values or EnvVars) with the
+    deployment's timeouts, request sizing, TLS and retry settings."""
+    return GestimumApi(
+        url=url,
+        company_file=company_file,
+        user=user,
+        password=password,
+        connect_timeout_seconds=settings.connect_timeout_seconds,
+        read_timeout_seconds=settings.read_timeout_seconds,
+        max_lines_per_request=settings.max_lines_per_request,
+        max_bytes_per_request=settings.max_bytes_per_request,
+        verify_tls=settings.verify_tls,
+        ca_bundle=settings.ca_bundle,
+        max_retries=settings.max_retries,
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     # Secrets stay EnvVars, resolved by Dagster at run time; the settings say which variables.
     state_variable = settings.state_url_variable
     return {
         "crm": CrmDatabase(url=dg.EnvVar("CRM_DATABASE_URL"), schema_name=settings.crm_schema),
-        "gestimum": GestimumApi(
+        "gestimum": gestimum_api(
+            settings,
             url=dg.EnvVar("GESTIMUM_URL"),
             company_file=dg.EnvVar("GESTIMUM_FICHIER"),
             user=dg.EnvVar("GESTIMUM_UTILISATEUR"),
             password=dg.EnvVar("GESTIMUM_MOT_PASSE"),
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            read_timeout_seconds=settings.read_timeout_seconds,
-            max_lines_per_request=settings.max_lines_per_request,
-            max_bytes_per_request=settings.max_bytes_per_request,
-            verify_tls=settings.verify_tls,
-            ca_bundle=settings.ca_bundle,
-            max_retries=settings.max_retries,
         ),
         "sync_state": SyncStateDatabase(
             url=dg.EnvVar(state_variable),
