@@ -5,7 +5,8 @@ contract on each source) are declared with the assets in `assets.py`; these read
 store, so they can also be re-run on their own from the UI.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,9 @@ from gestimum_pipeline.sync.state import StateStore
 TABLE_COLUMN_TYPES = {"source_key": "string", "reason": "string", "rejected_by": "string", "since": "string"}
 
 
-def check_result(finding: health.Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+def check_result(
+    finding: health.Finding, severity: dg.AssetCheckSeverity, key: dg.AssetCheckKey | None = None
+) -> dg.AssetCheckResult:
     metadata: dict[str, object] = {k: dg.MetadataValue.int(v) for k, v in finding.counts.items()}
     metadata["summary"] = dg.MetadataValue.text(finding.summary)
     if finding.rows:
@@ -31,32 +34,104 @@ def check_result(finding: health.Finding, severity: dg.AssetCheckSeverity) -> dg
             records=[dg.TableRecord(row) for row in finding.rows],
             schema=dg.TableSchema(columns=[dg.TableColumn(c, TABLE_COLUMN_TYPES.get(c, "string")) for c in columns]),
         )
-    return dg.AssetCheckResult(passed=finding.passed, severity=severity, description=finding.summary, metadata=metadata)
-
-
-def _state_check(
-    endpoint: str,
-    name: str,
-    description: str,
-    severity: dg.AssetCheckSeverity,
-    evaluate: Callable[[StateStore, str], health.Finding],
-    endpoints: EndpointRegistry,
-    settings: Settings,
-) -> dg.AssetChecksDefinition:
-    resource_key = settings.scoped("sync_state")  # the company file's own state store
-
-    @dg.asset_check(
-        asset=sink_key(endpoint, settings), name=name, description=description, required_resource_keys={resource_key}
+    return dg.AssetCheckResult(
+        passed=finding.passed,
+        severity=severity,
+        description=finding.summary,
+        metadata=metadata,
+        asset_key=key.asset_key if key else None,
+        check_name=key.name if key else None,
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        sync_state: SyncStateDatabase = getattr(context.resources, resource_key)
-        store = sync_state.open(endpoints)
-        try:
-            return check_result(evaluate(store, endpoint), severity)
-        finally:
-            store.close()
 
-    return _check
+
+@dataclass
+class _Inputs:
+    """What a sink's state-store checks read: its store, and (the coverage check only) the CRM."""
+
+    endpoint: str
+    store: StateStore
+    crm: CrmDatabase
+    sync_options: SyncOptions
+
+
+@dataclass(frozen=True)
+class _StateCheck:
+    name: str
+    description: str
+    severity: dg.AssetCheckSeverity
+    evaluate: Callable[[_Inputs], health.Finding]
+
+
+def _coverage(endpoint: str, settings: Settings, endpoints: EndpointRegistry) -> Callable[[_Inputs], health.Finding]:
+    """CRM rows changed inside windows already synced, missing from the state store."""
+    spec = endpoints.get(endpoint)
+    not_before = datetime.combine(date.fromisoformat(settings.start_date), time(), ZoneInfo(settings.timezone))
+
+    def evaluate(inputs: _Inputs) -> health.Finding:
+        mapper = spec.make_mapper(LineFormat().encoder(), inputs.sync_options.account_prefix)  # only its keys
+        conn = inputs.crm.connect()
+        try:
+            schema = inputs.crm.checked_schema([spec.relation])
+            return health.crm_coverage(
+                inputs.store, conn, schema, endpoint, spec.relation, mapper, not_before=not_before
+            )
+        finally:
+            conn.close()
+
+    return evaluate
+
+
+def _sink_state_checks(
+    endpoint: str, max_waiting_minutes: float, endpoints: EndpointRegistry, settings: Settings
+) -> list[_StateCheck]:
+    warn, error = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
+    checks = [
+        _StateCheck(
+            "no_rejected_lines",
+            "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
+            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it (a stock movement "
+            "rejected by Gestimum needs `gestimum-pipeline retry`).",
+            warn,
+            lambda i: health.rejections(i.store, i.endpoint),
+        ),
+        _StateCheck(
+            "no_rows_waiting_too_long",
+            f"Warns when rows have been pending, held for their parent, or in flight for more than "
+            f"{max_waiting_minutes:g} minutes (GESTIMUM_MAX_WAITING_MINUTES).",
+            warn,
+            lambda i: health.waiting_too_long(i.store, i.endpoint, max_age_seconds=max_waiting_minutes * 60),
+        ),
+    ]
+    if endpoints.creates_documents(endpoint):
+        checks.append(
+            _StateCheck(
+                "no_movement_changed_after_sending",
+                "Warns while stock movements already sent were edited in the CRM since: they are never re-sent "
+                "(that would create another document) and need a correction in Gestimum.",
+                warn,
+                lambda i: health.stock_diverged(i.store, i.endpoint),
+            )
+        )
+        checks.append(
+            _StateCheck(
+                "no_delivery_unknown",
+                "Fails while stock movements are in delivery_unknown: they may or may not be documents in "
+                "Gestimum, are never re-sent on their own, and need `gestimum-pipeline reconcile`.",
+                error,
+                lambda i: health.delivery_unknown(i.store, i.endpoint),
+            )
+        )
+    checks.append(
+        _StateCheck(
+            "crm_rows_in_state_store",
+            f"Fails when `{endpoints.get(endpoint).relation}` rows changed inside windows already synced are not "
+            "in the state store (never read by any run); shows how many rows changed before "
+            "GESTIMUM_SYNC_START_DATE.",
+            error,
+            _coverage(endpoint, settings, endpoints),
+        )
+    )
+    return checks
 
 
 def build_state_checks(
@@ -65,97 +140,39 @@ def build_state_checks(
     endpoints: EndpointRegistry = ENDPOINTS,
     settings: Settings | None = None,
 ) -> list[dg.AssetChecksDefinition]:
+    """The sink's state-store checks, evaluated in one step on one store connection (a step per
+    check cost a run more than the checks did); each can still be run alone from the UI."""
     settings = settings or Settings()
-    checks = [
-        _state_check(
-            endpoint,
-            "no_rejected_lines",
-            "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
-            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it (a stock movement "
-            "rejected by Gestimum needs `gestimum-pipeline retry`).",
-            dg.AssetCheckSeverity.WARN,
-            health.rejections,
-            endpoints,
-            settings,
-        ),
-        _state_check(
-            endpoint,
-            "no_rows_waiting_too_long",
-            f"Warns when rows have been pending, held for their parent, or in flight for more than "
-            f"{max_waiting_minutes:g} minutes (GESTIMUM_MAX_WAITING_MINUTES).",
-            dg.AssetCheckSeverity.WARN,
-            lambda store, ep: health.waiting_too_long(store, ep, max_age_seconds=max_waiting_minutes * 60),
-            endpoints,
-            settings,
-        ),
-    ]
-    if endpoints.creates_documents(endpoint):
-        checks.append(
-            _state_check(
-                endpoint,
-                "no_movement_changed_after_sending",
-                "Warns while stock movements already sent were edited in the CRM since: they are never re-sent "
-                "(that would create another document) and need a correction in Gestimum.",
-                dg.AssetCheckSeverity.WARN,
-                health.stock_diverged,
-                endpoints,
-                settings,
-            )
-        )
-        checks.append(
-            _state_check(
-                endpoint,
-                "no_delivery_unknown",
-                "Fails while stock movements are in delivery_unknown: they may or may not be documents in "
-                "Gestimum, are never re-sent on their own, and need `gestimum-pipeline reconcile`.",
-                dg.AssetCheckSeverity.ERROR,
-                health.delivery_unknown,
-                endpoints,
-                settings,
-            )
-        )
-    return checks
-
-
-def build_coverage_check(endpoint: str, settings: Settings, endpoints: EndpointRegistry) -> dg.AssetChecksDefinition:
-    """Fails when CRM rows changed inside windows already synced are missing from the state store."""
-    spec = endpoints.get(endpoint)
-    not_before = datetime.combine(date.fromisoformat(settings.start_date), time(), ZoneInfo(settings.timezone))
-
+    checks = _sink_state_checks(endpoint, max_waiting_minutes, endpoints, settings)
+    asset = sink_key(endpoint, settings)
     keys = {name: settings.scoped(name) for name in ("crm", "sync_state", "sync_options")}  # the company file's
 
-    @dg.asset_check(
-        asset=sink_key(endpoint, settings),
-        name="crm_rows_in_state_store",
-        description=f"Fails when `{spec.relation}` rows changed inside windows already synced are not in the state "
-        "store (never read by any run); shows how many rows changed before GESTIMUM_SYNC_START_DATE.",
+    @dg.multi_asset_check(
+        name=settings.scoped(f"{endpoint}_state_checks"),
+        specs=[dg.AssetCheckSpec(c.name, asset=asset, description=c.description) for c in checks],
+        can_subset=True,
         required_resource_keys=set(keys.values()),
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        crm: CrmDatabase = getattr(context.resources, keys["crm"])
+    def _checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
         sync_state: SyncStateDatabase = getattr(context.resources, keys["sync_state"])
-        sync_options: SyncOptions = getattr(context.resources, keys["sync_options"])
-        mapper = spec.make_mapper(LineFormat().encoder(), sync_options.account_prefix)  # only its keys are used
         store = sync_state.open(endpoints)
-        conn = crm.connect()
+        inputs = _Inputs(
+            endpoint, store, getattr(context.resources, keys["crm"]), getattr(context.resources, keys["sync_options"])
+        )
         try:
-            finding = health.crm_coverage(
-                store, conn, crm.checked_schema([spec.relation]), endpoint, spec.relation, mapper, not_before=not_before
-            )
-            return check_result(finding, dg.AssetCheckSeverity.ERROR)
+            for check in checks:
+                key = dg.AssetCheckKey(asset, check.name)
+                if key in context.selected_asset_check_keys:
+                    yield check_result(check.evaluate(inputs), check.severity, key)
         finally:
-            conn.close()
             store.close()
 
-    return _check
+    return [_checks]
 
 
 def build_all_state_checks(settings: Settings, endpoints: EndpointRegistry) -> list[dg.AssetChecksDefinition]:
     return [
-        *(
-            c
-            for name in endpoints.names
-            for c in build_state_checks(name, settings.max_waiting_minutes, endpoints, settings)
-        ),
-        *(build_coverage_check(name, settings, endpoints) for name in endpoints.names),
+        c
+        for name in endpoints.names
+        for c in build_state_checks(name, settings.max_waiting_minutes, endpoints, settings)
     ]
