@@ -3,10 +3,13 @@
 One row per (endpoint, source key) in `records`, with a status:
 
 * ``pending``: staged by a transform, waiting to be sent (carries its encoded line);
-* ``in_flight``: inside a request whose answer has not been recorded yet. Written and
-  committed *before* the request is posted, so a crash leaves a trace: for master data
-  it goes back to pending (re-sending is an idempotent upsert); for stock movements it
-  becomes ``delivery_unknown``, because Gestimum may have created the document;
+* ``in_flight``: inside a request whose answer has not been recorded yet. The marker is one
+  row per request in `requests` (its keys and the hashes of the lines sent), committed
+  durably *before* the request is posted: the records themselves are written once, by the
+  outcome. A crash leaves the request open: master data is simply sent again (an idempotent
+  upsert); stock movements become ``delivery_unknown``, because Gestimum may have created
+  the document. `counts()`, `records()` and the `record_status` view show such rows as
+  ``in_flight``;
 * ``imported``: Gestimum counted it as imported (`imported_hash` = what it holds now;
   stock rows keep the document number);
 * ``rejected``: refused locally (`reason_source` = ``local``) or by Gestimum (``gestimum``);
@@ -223,6 +226,42 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE {schema}.records ADD COLUMN diverged_hash text, ADD COLUMN diverged_at timestamptz;
         """,
     ),
+    (
+        7,
+        "the request ledger: one durable row per request",
+        # The in-flight marker is one row per request (its keys and the hashes of the lines
+        # sent), not an update of each of its records: one durable write per request, and
+        # the records are written once more only by the outcome. A row is in flight while it
+        # belongs to an open request; `record_status` shows records with that status derived.
+        """
+        CREATE TABLE {schema}.requests (
+            id           bigserial PRIMARY KEY,
+            request_id   text NOT NULL,
+            endpoint     text NOT NULL,
+            company_file text,
+            generation   bigint,
+            run_id       text,
+            state        text NOT NULL CHECK (state IN ('in_flight', 'answered', 'failed', 'unknown', 'abandoned')),
+            lines        integer NOT NULL,
+            keys         text[] NOT NULL,
+            hashes       text[] NOT NULL,
+            sent_at      timestamptz NOT NULL DEFAULT now(),
+            settled_at   timestamptz,
+            imported     integer,
+            rejected     integer,
+            reason       text
+        );
+        CREATE INDEX requests_open ON {schema}.requests (endpoint) WHERE state = 'in_flight';
+        CREATE VIEW {schema}.record_status AS
+            SELECT r.endpoint, r.source_key,
+                   CASE WHEN o.request_id IS NULL THEN r.status ELSE 'in_flight' END AS status,
+                   coalesce(o.request_id, r.request_id) AS request_id
+            FROM {schema}.records r
+            LEFT JOIN (SELECT q.endpoint, k.source_key, q.request_id FROM {schema}.requests q,
+                       unnest(q.keys) AS k(source_key) WHERE q.state = 'in_flight') o
+                   ON o.endpoint = r.endpoint AND o.source_key = r.source_key;
+        """,
+    ),
 ]
 
 INIT_COMMAND = "gestimum-pipeline state init"
@@ -312,6 +351,9 @@ class StateStore:
         self._writer: _OutcomeWriter | None = None
         # (company file, generation) while company_lock is held: checked by every marking.
         self._lease: tuple[str, int] | None = None
+        # {request id: (ledger row id, {key: hash of the line sent})} from mark_in_flight until
+        # the outcome is recorded (request ids are readable, not unique across runs).
+        self._sent: dict[str, tuple[int, dict[str, str]]] = {}
 
     # -- connection ---------------------------------------------------------------
     @property
@@ -464,9 +506,13 @@ class StateStore:
         conn = self.conn
         buf = io.StringIO(_copy_rows(rows))
         if self.endpoints.creates_documents(endpoint):
+            # A movement in an open request keeps the line sent: a new version is noted aside
+            # below (the divergence check), never sent after it.
             may_update = (
                 "(r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))"
                 " AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash"
+                " AND NOT EXISTS (SELECT 1 FROM {schema}.requests q WHERE q.state = 'in_flight'"
+                " AND q.endpoint = r.endpoint AND q.keys && ARRAY[r.source_key])"
             )
         else:
             # An in-flight row takes the new version too, and stays in flight: the outcome
@@ -621,22 +667,57 @@ class StateStore:
             )
 
     def recover_in_flight(self, endpoint: str) -> int:
-        """Settles rows left in flight by a run that died mid-request; returns how many."""
+        """Settles requests left open by a run that died mid-request; returns how many rows.
+
+        Called under the company lock with a fresh lease: every request still open was sent
+        by a writer that is gone. Master data waits to be sent again (an idempotent upsert);
+        stock movements become `delivery_unknown`, because Gestimum may have created them.
+        """
         if not self._has(endpoint, "in_flight"):
             return 0  # the exact counts say there is nothing to settle: no scan
-        if self.endpoints.creates_documents(endpoint):
-            query = (
-                "UPDATE {schema}.records SET status = 'delivery_unknown', reason_source = 'delivery',"
-                " reason = 'the run sending request ' || coalesce(request_id, '?') || ' stopped before Gestimum'"
-                "'s answer was recorded', updated_at = now()"
-                " WHERE endpoint = %s AND status = 'in_flight'"
+        documents = self.endpoints.creates_documents(endpoint)
+        recovered = 0
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT id, request_id, keys, hashes FROM {schema}.requests"
+                    " WHERE endpoint = %s AND state = 'in_flight' ORDER BY id"
+                ),
+                (endpoint,),
             )
-        else:
-            query = (
-                "UPDATE {schema}.records r SET status = " + _REQUEUED + ", updated_at = now()"
-                " WHERE endpoint = %s AND status = 'in_flight'"
-            )
-        return self._execute_count(query, (endpoint,))
+            for ledger_id, request_id, keys, hashes in cur.fetchall():
+                reason = f"the run sending request {request_id} stopped before Gestimum's answer was recorded"
+                sent = dict(zip(keys, hashes, strict=True))
+                if documents:
+                    recovered += self._settle(
+                        cur, endpoint, [ledger_id], sent, delivered=None, reason=reason, request_id=request_id
+                    )
+                else:
+                    cur.execute(
+                        self._q(
+                            "UPDATE {schema}.requests SET state = 'abandoned', settled_at = now(), reason = %s"
+                            " WHERE id = %s"
+                        ),
+                        (reason, ledger_id),
+                    )
+                    recovered += len(keys)
+            # Rows an earlier version of this store marked in flight one by one.
+            if documents:
+                query = (
+                    "UPDATE {schema}.records SET status = 'delivery_unknown', reason_source = 'delivery',"
+                    " reason = 'the run sending request ' || coalesce(request_id, '?') || ' stopped before Gestimum'"
+                    "'s answer was recorded', updated_at = now()"
+                    " WHERE endpoint = %s AND status = 'in_flight'"
+                )
+            else:
+                query = (
+                    "UPDATE {schema}.records r SET status = " + _REQUEUED + ", updated_at = now()"
+                    " WHERE endpoint = %s AND status = 'in_flight'"
+                )
+            cur.execute(self._q(query), (endpoint,))
+            recovered += cur.rowcount
+        return recovered
 
     def hold_orphans(self, endpoint: str) -> int:
         """Pending rows whose parent is rejected, held or ignored are held, not sent to certain failure."""
@@ -677,6 +758,7 @@ class StateStore:
 
     def iter_pending(self, endpoint: str, *, chunk_size: int = 5000) -> Iterator[PendingLine]:
         """Streams pending lines in sending order through a server-side cursor on its own connection."""
+        # Outcomes of requests already sent are recorded first: their rows are no longer pending.
         if not self._has(endpoint, "pending"):
             # Exact counts say none: skip the scan (an index full of entries for rows sent
             # since, until vacuum passes, costs 0.3-0.5 s at a million records).
@@ -714,20 +796,17 @@ class StateStore:
         request_id: str,
         run_id: str | None,
     ) -> list[str]:
-        """Marks rows in flight, compare-and-set, and commits durably; returns the keys marked.
+        """Records the request in flight, compare-and-set, and commits durably; returns the keys marked.
 
-        A row is marked only if it is still pending and, given PendingLines, still holds the
-        version read (a re-staging or an operator's action since wins: that row is not sent).
-        The same transaction proves this writer still holds the company file's lease.
+        One row in `requests` (the keys and the hashes of the lines sent) is the marker: the
+        records themselves are not written until the answer. A row is marked only if it is
+        still pending and, given PendingLines, still holds the version read (a re-staging or
+        an operator's action since wins: that row is not sent). The same transaction proves
+        this writer still holds the company file's lease.
         """
         keys = [p if isinstance(p, str) else p.source_key for p in lines]
-        hashes = [None if isinstance(p, str) else p.content_hash for p in lines]
-        addresses = self._take_addresses(endpoint, keys)
-        set_clause = (
-            "SET status = 'in_flight', attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = r.content_hash,"
-            " request_id = %(request)s, run_id = %(run)s, updated_at = now()"
-        )
-        cas = " AND r.status = 'pending' AND (d.extra IS NULL OR r.content_hash = d.extra)"
+        wanted = {k: (None if isinstance(p, str) else p.content_hash) for k, p in zip(keys, lines, strict=True)}
+        addresses = [self._addresses.get((endpoint, k)) for k in keys]
         # Runs beside the previous request's outcomes (other rows, another connection);
         # a failure there stops us before anything more is marked or sent.
         if self._writer is not None:
@@ -737,90 +816,85 @@ class StateStore:
             # The marker must survive a server crash whatever the server's default.
             cur.execute("SET LOCAL synchronous_commit = on")
             self._check_lease(cur)
-            found = self._update_by_address(
-                cur,
-                set_clause,
-                endpoint,
-                keys,
-                addresses,
-                {"request": request_id, "run": run_id},
-                returning=True,
-                extra=("hash", hashes),
-                where=cas,
-            )
-            missing = [(k, h) for k, h in zip(keys, hashes, strict=True) if k not in found]
-            if missing:
+            current: dict[str, str] = {}
+            by_address = [(a, k) for a, k in zip(addresses, keys, strict=True) if a is not None]
+            if by_address:
+                # A TID scan: each row read where iter_pending found it, no index descent.
                 cur.execute(
                     self._q(
-                        "UPDATE {schema}.records r " + set_clause + " FROM unnest(%(keys)s::text[], %(hashes)s::text[])"
-                        " AS d(source_key, extra) WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key"
-                        + cas
-                        + " RETURNING r.source_key, r.ctid::text"
+                        "SELECT source_key, content_hash FROM {schema}.records"
+                        " WHERE ctid = ANY(%s::tid[]) AND endpoint = %s AND status = 'pending'"
                     ),
-                    {
-                        "request": request_id,
-                        "run": run_id,
-                        "endpoint": endpoint,
-                        "keys": [k for k, _ in missing],
-                        "hashes": [h for _, h in missing],
-                    },
+                    ([a for a, _ in by_address], endpoint),
                 )
-                found.update(cur.fetchall())
-            self._compact_counts(cur)  # once per request: the deltas stay few
-        for key, address in found.items():
-            self._addresses[(endpoint, key)] = address  # for record_outcomes
-        return [k for k in keys if k in found]
+                current.update(cur.fetchall())
+            rest = [k for k in keys if k not in current]
+            if rest:
+                cur.execute(
+                    self._q(
+                        "SELECT source_key, content_hash FROM {schema}.records"
+                        " WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'pending'"
+                    ),
+                    (endpoint, rest),
+                )
+                current.update(cur.fetchall())
+            marked = [k for k in keys if k in current and wanted[k] in (None, current[k])]
+            if marked:
+                lease = self._lease
+                cur.execute(
+                    self._q(
+                        "INSERT INTO {schema}.requests (request_id, endpoint, company_file, generation, run_id,"
+                        " state, lines, keys, hashes) VALUES (%s, %s, %s, %s, %s, 'in_flight', %s, %s, %s)"
+                        " RETURNING id"
+                    ),
+                    (
+                        request_id,
+                        endpoint,
+                        lease[0] if lease else None,
+                        lease[1] if lease else None,
+                        run_id,
+                        len(marked),
+                        marked,
+                        [current[k] for k in marked],
+                    ),
+                )
+                self._sent[request_id] = (int(cur.fetchone()[0]), {k: current[k] for k in marked})
+        chosen = set(marked)
+        self._take_addresses(endpoint, [k for k in keys if k not in chosen])
+        return marked
 
-    def _update_by_address(
-        self,
-        cur: psycopg2.extensions.cursor,
-        set_clause: str,
-        endpoint: str,
-        keys: list[str],
-        addresses: list[str | None],
-        params: dict[str, Any],
-        *,
-        returning: bool,
-        extra: tuple[str, Sequence[Any]] | None = None,
-        where: str = "",
-    ) -> dict[str, str]:
-        """UPDATE the rows at `addresses` that still hold their key; returns {key: new address}."""
-        pairs = [(a, k, i) for i, (a, k) in enumerate(zip(addresses, keys, strict=True)) if a is not None]
-        if not pairs:
-            return {}
-        extra_column = ""
-        arrays: dict[str, Any] = {
-            "addresses": [a for a, _, _ in pairs],
-            "keys": [k for _, k, _ in pairs],
-            "endpoint": endpoint,
-        }
-        if extra is not None:
-            extra_column = ", %(extra)s::text[]"
-            arrays["extra"] = [extra[1][i] for _, _, i in pairs]
-        cur.execute(
-            self._q(
-                "UPDATE {schema}.records r "
-                + set_clause
-                + " FROM unnest(%(addresses)s::tid[], %(keys)s::text[]"
-                + extra_column
-                + ") AS d(address, source_key"
-                + (", extra" if extra is not None else "")
-                + ") WHERE r.ctid = d.address AND r.source_key = d.source_key AND r.endpoint = %(endpoint)s"
-                + where
-                + " RETURNING r.source_key, r.ctid::text"
-            ),
-            {**params, **arrays},
-        )
-        return dict(cur.fetchall()) if returning else {k: "" for k, _ in cur.fetchall()}
+    def _sent_hashes(
+        self, endpoint: str, keys: Sequence[str], request_id: str | None
+    ) -> tuple[list[int], dict[str, str]]:
+        """(ledger row ids, {key: hash of the line sent}) of `request_id`, or of the endpoint's open
+        requests that hold these keys."""
+        known = self._sent.pop(request_id, None) if request_id is not None else None
+        if known is not None:
+            return [known[0]], known[1]
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT q.id, d.k, d.h FROM {schema}.requests q, unnest(q.keys, q.hashes) AS d(k, h)"
+                    " WHERE q.endpoint = %(endpoint)s AND q.state = 'in_flight'"
+                    " AND (%(request)s::text IS NULL OR q.request_id = %(request)s) AND d.k = ANY(%(keys)s)"
+                ),
+                {"endpoint": endpoint, "request": request_id, "keys": list(keys)},
+            )
+            found = cur.fetchall()
+        return sorted({i for i, _, _ in found}), {k: h for _, k, h in found}
 
     def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome], *, request_id: str | None = None) -> None:
-        """Records each line's outcome. With `async_outcomes` (the default) the UPDATEs run on a
-        background connection and this returns at once; see `conn` and `company_lock`.
+        """Records each line's outcome and closes the request. With `async_outcomes` (the default)
+        master data's UPDATEs run on a background connection and this returns at once; see
+        `conn` and `company_lock`.
 
-        Compare-and-set: only rows still in flight for `request_id` take it (a stock row another
-        writer has meanwhile declared delivery_unknown takes it too: the answer is the truth).
-        The imported hash is the hash of the line sent; a change staged meanwhile is queued.
+        The imported hash is the hash of the line sent; a change staged meanwhile stays queued
+        (master data) or is kept aside as a divergence (stock: a movement is never sent twice).
+        A stock request another writer has meanwhile declared unknown takes the answer too:
+        the answer is the truth.
         """
+        ids, sent = self._sent_hashes(endpoint, [o.source_key for o in outcomes], request_id)
         imported = [o for o in outcomes if o.imported]
         rejected = [o for o in outcomes if not o.imported]
         self._take_addresses(endpoint, [o.source_key for o in rejected])  # found by key below
@@ -828,11 +902,11 @@ class StateStore:
         # Stock outcomes stay synchronous: a failure to record them must be reported with
         # the request it belongs to (the documents an operator reconciles against).
         if not self.async_outcomes or self.endpoints.creates_documents(endpoint):
-            self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected, request_id)
+            self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected, request_id, ids, sent)
             return
         if self._writer is None:
             self._writer = _OutcomeWriter(self.new_connection, self._apply_outcomes)
-        self._writer.submit((endpoint, imported, addresses, rejected, request_id))
+        self._writer.submit((endpoint, imported, addresses, rejected, request_id, ids, sent))
 
     def _apply_outcomes(
         self,
@@ -841,52 +915,83 @@ class StateStore:
         imported: list[Outcome],
         addresses: list[str | None],
         rejected: list[Outcome],
-        request_id: str | None = None,
+        request_id: str | None,
+        ids: list[int],
+        sent: dict[str, str],
     ) -> None:
-        same = "r.content_hash = coalesce(r.sent_hash, r.content_hash)"
-        in_flight = (
-            " AND (r.status = 'in_flight' OR (%(request)s::text IS NOT NULL AND r.status = 'delivery_unknown'"
-            " AND r.reason_source = 'delivery')) AND (%(request)s::text IS NULL OR r.request_id = %(request)s)"
+        same = "r.content_hash = d.sent"
+        # The rows this answer may still speak for: waiting (pending, or a queued version
+        # rejected locally), left in flight by an earlier version, or declared unknown by a
+        # writer that took over (a stock answer that arrives late is still the truth).
+        answerable = (
+            " AND (r.status IN ('pending', 'rejected', 'in_flight')"
+            " OR (r.status = 'delivery_unknown' AND r.reason_source = 'delivery'))"
         )
+        common = " attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = d.sent, request_id = %(request)s,"
+        documents = self.endpoints.creates_documents(endpoint)
         with conn, conn.cursor() as cur:
-            # Master data: losing this commit in a server crash only re-sends an upsert, so
-            # it need not wait for the disk. Stock: the document numbers Gestimum gave are
-            # durable before we go on, or an operator would have to reconcile them by hand.
-            if not self.endpoints.creates_documents(endpoint):
+            # Master data: losing this commit in a server crash only re-sends an upsert (the
+            # request stays open, so the next run re-sends it), so it need not wait for the
+            # disk. Stock: the document numbers are durable before we go on, or an operator
+            # would have to reconcile them by hand.
+            if not documents:
                 cur.execute("SET LOCAL synchronous_commit = off")
             if imported:
                 keys = [o.source_key for o in imported]
-                documents = [o.document for o in imported]
-                set_clause = (
-                    f"SET status = CASE WHEN {same} THEN 'imported' ELSE {_REQUEUED} END,"
-                    " imported_hash = coalesce(r.sent_hash, r.content_hash), imported_at = now(),"
-                    f" reason = CASE WHEN {same} THEN NULL ELSE r.reason END,"
-                    f" reason_source = CASE WHEN {same} THEN NULL ELSE r.reason_source END,"
-                    " document = d.extra, updated_at = now()"
-                )
-                done = self._update_by_address(
-                    cur,
-                    set_clause,
-                    endpoint,
-                    keys,
-                    addresses,
-                    {"request": request_id},
-                    returning=False,
-                    extra=("document", documents),
-                    where=in_flight,
-                )
-                if len(done) < len(keys):
-                    rest = [(k, d) for k, d in zip(keys, documents, strict=True) if k not in done]
+                if documents:
+                    # A movement is never sent twice: a version staged while it was in flight
+                    # is kept aside as a divergence, for the check to report.
+                    set_clause = (
+                        "SET status = 'imported', imported_hash = d.sent, content_hash = d.sent, imported_at = now(),"
+                        " reason = NULL, reason_source = NULL, document = d.document,"
+                        f" diverged_hash = CASE WHEN {same} THEN r.diverged_hash ELSE r.content_hash END,"
+                        f" diverged_at = CASE WHEN {same} THEN r.diverged_at ELSE now() END,"
+                        + common
+                        + " updated_at = now()"
+                    )
+                else:
+                    set_clause = (
+                        f"SET status = CASE WHEN {same} THEN 'imported' ELSE {_REQUEUED} END,"
+                        " imported_hash = d.sent, imported_at = now(),"
+                        f" reason = CASE WHEN {same} THEN NULL ELSE r.reason END,"
+                        f" reason_source = CASE WHEN {same} THEN NULL ELSE r.reason_source END,"
+                        " document = d.document," + common + " updated_at = now()"
+                    )
+                pairs = [(a, o) for a, o in zip(addresses, imported, strict=True)]
+                known = [(a, o) for a, o in pairs if a is not None]
+                done: set[str] = set()
+                if known:
                     cur.execute(
                         self._q(
-                            "UPDATE {schema}.records r "
-                            + set_clause
-                            + " FROM unnest(%(keys)s::text[], %(documents)s::text[]) AS d(source_key, extra)"
-                            " WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key" + in_flight
+                            "UPDATE {schema}.records r " + set_clause + " FROM unnest(%(addresses)s::tid[],"
+                            " %(keys)s::text[], %(sent)s::text[], %(documents)s::text[])"
+                            " AS d(address, source_key, sent, document)"
+                            " WHERE r.ctid = d.address AND r.source_key = d.source_key AND r.endpoint = %(endpoint)s"
+                            + answerable
+                            + " RETURNING r.source_key"
                         ),
                         {
-                            "keys": [k for k, _ in rest],
-                            "documents": [d for _, d in rest],
+                            "addresses": [a for a, _ in known],
+                            "keys": [o.source_key for _, o in known],
+                            "sent": [sent.get(o.source_key) for _, o in known],
+                            "documents": [o.document for _, o in known],
+                            "endpoint": endpoint,
+                            "request": request_id,
+                        },
+                    )
+                    done = {k for (k,) in cur.fetchall()}
+                rest = [o for o in imported if o.source_key not in done]
+                if rest and len(done) < len(keys):
+                    cur.execute(
+                        self._q(
+                            "UPDATE {schema}.records r " + set_clause + " FROM unnest(%(keys)s::text[],"
+                            " %(sent)s::text[], %(documents)s::text[]) AS d(source_key, sent, document)"
+                            " WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key" + answerable
+                        ),
+                        {
+                            "keys": [o.source_key for o in rest],
+                            "sent": [sent.get(o.source_key) for o in rest],
+                            "documents": [o.document for o in rest],
                             "endpoint": endpoint,
                             "request": request_id,
                         },
@@ -898,19 +1003,31 @@ class StateStore:
                         UPDATE {{schema}}.records r SET status = CASE WHEN {same} THEN 'rejected' ELSE {_REQUEUED} END,
                             reason = CASE WHEN {same} THEN d.reason ELSE r.reason END,
                             reason_source = CASE WHEN {same} THEN 'gestimum' ELSE r.reason_source END,
-                            updated_at = now()
-                        FROM unnest(%(keys)s::text[], %(reasons)s::text[]) AS d(source_key, reason)
+                            {common} updated_at = now()
+                        FROM unnest(%(keys)s::text[], %(reasons)s::text[], %(sent)s::text[])
+                             AS d(source_key, reason, sent)
                         WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key
                         """
-                        + in_flight
+                        + answerable
                     ),
                     {
                         "keys": [o.source_key for o in rejected],
                         "reasons": [o.reason for o in rejected],
+                        "sent": [sent.get(o.source_key) for o in rejected],
                         "endpoint": endpoint,
                         "request": request_id,
                     },
                 )
+            # Closed in the same transaction: a request still open after a crash is one whose
+            # outcomes were lost, and the next run settles it like any interrupted request.
+            cur.execute(
+                self._q(
+                    "UPDATE {schema}.requests SET state = 'answered', settled_at = now(), imported = %s,"
+                    " rejected = %s WHERE id = ANY(%s)"
+                ),
+                (len(imported), len(rejected), ids),
+            )
+            self._compact_counts(cur)  # once per request: the deltas stay few
 
     def settle_in_flight(
         self,
@@ -921,30 +1038,73 @@ class StateStore:
         reason: str,
         request_id: str | None = None,
     ) -> None:
-        """After a failed request: back to pending when surely not delivered (or idempotent),
-        `delivery_unknown` when Gestimum may have processed a non-idempotent request."""
+        """After a failed request: its rows wait to be sent again when surely not delivered (or
+        idempotent), and become `delivery_unknown` when Gestimum may have processed a
+        non-idempotent request."""
+        ids, sent = self._sent_hashes(endpoint, keys, request_id)
+        wanted = set(keys)
+        sent = {k: h for k, h in sent.items() if k in wanted}
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            self._settle(cur, endpoint, ids, sent, delivered=delivered, reason=reason, request_id=request_id)
+
+    def _settle(
+        self,
+        cur: psycopg2.extensions.cursor,
+        endpoint: str,
+        ids: list[int],
+        sent: dict[str, str],
+        *,
+        delivered: bool | None,
+        reason: str,
+        request_id: str | None,
+    ) -> int:
+        """Writes a failed or abandoned request's rows and closes it; returns the rows written."""
+        common = " attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = d.sent,"
         if delivered is None:
+            # Whatever version is staged now, the line sent may have become a document.
             query = (
                 "UPDATE {schema}.records r SET status = 'delivery_unknown', reason = %(reason)s,"
-                " reason_source = 'delivery', updated_at = now()"
+                " reason_source = 'delivery', request_id = coalesce(%(request)s, r.request_id),"
+                + common
+                + " updated_at = now()"
+                " FROM unnest(%(keys)s::text[], %(sent)s::text[]) AS d(source_key, sent)"
+                " WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key"
+                " AND (r.status IN ('pending', 'in_flight') OR (r.status = 'rejected' AND r.reason_source = 'local'))"
             )
         else:
-            # A queued version that failed local validation keeps its own reason.
+            # The rows are still waiting (a row left in flight by an earlier version goes back);
+            # a queued version that failed local validation keeps its own reason.
             query = (
                 "UPDATE {schema}.records r SET status = " + _REQUEUED + ","
                 " reason = CASE WHEN r.line IS NULL THEN r.reason ELSE %(reason)s END,"
                 " reason_source = CASE WHEN r.line IS NULL THEN r.reason_source ELSE 'delivery' END,"
-                " updated_at = now()"
+                + common
+                + " updated_at = now()"
+                " FROM unnest(%(keys)s::text[], %(sent)s::text[]) AS d(source_key, sent)"
+                " WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key"
+                " AND r.status IN ('pending', 'in_flight')"
             )
-        query += (
-            " WHERE endpoint = %(endpoint)s AND source_key = ANY(%(keys)s) AND status = 'in_flight'"
-            " AND (%(request)s::text IS NULL OR request_id = %(request)s)"
+        cur.execute(
+            self._q(query),
+            {
+                "reason": reason,
+                "endpoint": endpoint,
+                "keys": list(sent),
+                "sent": list(sent.values()),
+                "request": request_id,
+            },
         )
-        conn = self.conn
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                self._q(query), {"reason": reason, "endpoint": endpoint, "keys": list(keys), "request": request_id}
-            )
+        written = cur.rowcount
+        cur.execute(
+            self._q(
+                "UPDATE {schema}.requests SET state = %s, settled_at = now(), reason = %s"
+                " WHERE id = ANY(%s) AND state = 'in_flight'"
+            ),
+            ("unknown" if delivered is None else "failed", reason, ids),
+        )
+        self._compact_counts(cur)
+        return written
 
     # -- reading ---------------------------------------------------------------------
     def counts(self, endpoint: str | None = None) -> dict[str, dict[str, int]]:
@@ -963,6 +1123,22 @@ class StateStore:
             out: dict[str, dict[str, int]] = {}
             for ep, status, n in cur.fetchall():
                 out.setdefault(ep, {})[status] = int(n)
+            # Rows in an open request are in flight (their records still say pending).
+            cur.execute(
+                self._q(
+                    "SELECT endpoint, sum(lines) FROM {schema}.requests WHERE state = 'in_flight'"
+                    " AND (%(e)s::text IS NULL OR endpoint = %(e)s) GROUP BY endpoint"
+                ),
+                {"e": endpoint},
+            )
+            for ep, n in cur.fetchall():
+                by_status = out.setdefault(ep, {})
+                by_status["in_flight"] = by_status.get("in_flight", 0) + int(n)
+                left = by_status.get("pending", 0) - int(n)
+                if left > 0:
+                    by_status["pending"] = left
+                else:
+                    by_status.pop("pending", None)
         return out
 
     def _compact_counts(self, cur: psycopg2.extensions.cursor) -> None:
@@ -1000,7 +1176,23 @@ class StateStore:
                 ),
                 (endpoint, list(statuses), older_than_seconds),
             )
-            return {status: (int(n), oldest) for status, n, oldest in cur.fetchall()}
+            found = {status: (int(n), oldest) for status, n, oldest in cur.fetchall()}
+            if "in_flight" in statuses:
+                cur.execute(
+                    self._q(
+                        "SELECT sum(lines), min(sent_at) FROM {schema}.requests WHERE endpoint = %s"
+                        " AND state = 'in_flight' AND sent_at < now() - make_interval(secs => %s)"
+                    ),
+                    (endpoint, older_than_seconds),
+                )
+                n, oldest = cur.fetchone()
+                if n:
+                    before = found.get("in_flight")
+                    found["in_flight"] = (
+                        int(n) + (before[0] if before else 0),
+                        min(oldest, before[1]) if before else oldest,
+                    )
+            return found
 
     # -- window signatures (reruns skip windows nothing has touched) ----------------------
     def window_signature(
@@ -1133,12 +1325,19 @@ class StateStore:
             cur.execute(
                 self._q(
                     """
-                    SELECT endpoint, source_key, status, reason, reason_source, attempts, document,
-                           partition, first_seen_at, updated_at, last_attempt_at, imported_at, line
-                    FROM {schema}.records
-                    WHERE (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
-                      AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
-                      AND (%(keys)s::text[] IS NULL OR source_key = ANY(%(keys)s))
+                    SELECT * FROM (
+                        SELECT r.endpoint, r.source_key,
+                               CASE WHEN o.source_key IS NULL THEN r.status ELSE 'in_flight' END AS status,
+                               r.reason, r.reason_source, r.attempts, r.document, r.partition, r.first_seen_at,
+                               r.updated_at, r.last_attempt_at, r.imported_at, r.line
+                        FROM {schema}.records r
+                        LEFT JOIN (SELECT q.endpoint, k.source_key FROM {schema}.requests q,
+                                   unnest(q.keys) AS k(source_key) WHERE q.state = 'in_flight') o
+                               ON o.endpoint = r.endpoint AND o.source_key = r.source_key
+                        WHERE (%(endpoint)s::text IS NULL OR r.endpoint = %(endpoint)s)
+                          AND (%(keys)s::text[] IS NULL OR r.source_key = ANY(%(keys)s))
+                    ) AS r
+                    WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
                       AND (%(reason)s::text IS NULL OR reason ILIKE %(reason)s)
                       AND (%(older)s::float IS NULL OR updated_at < now() - make_interval(secs => %(older)s))
                     ORDER BY endpoint, updated_at, source_key
@@ -1187,6 +1386,8 @@ class StateStore:
                         imported_hash = CASE WHEN %(to)s = 'imported' THEN content_hash ELSE imported_hash END,
                         imported_at = CASE WHEN %(to)s = 'imported' THEN now() ELSE imported_at END
                     WHERE endpoint = %(endpoint)s AND source_key = ANY(%(keys)s) AND status = ANY(%(from)s)
+                      AND NOT EXISTS (SELECT 1 FROM {schema}.requests q WHERE q.state = 'in_flight'
+                                      AND q.endpoint = %(endpoint)s AND q.keys && ARRAY[records.source_key])
                     RETURNING source_key
                     """
                 ),
@@ -1200,6 +1401,7 @@ class StateStore:
                 },
             )
             changed = [k for (k,) in cur.fetchall()]
+            self._compact_counts(cur)
             for key in changed:
                 cur.execute(
                     self._q(

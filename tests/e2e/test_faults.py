@@ -454,8 +454,9 @@ class _StateStoreCutter(threading.Thread):
                 while not self.stop.is_set():
                     try:
                         cur.execute(
-                            "SELECT count(*) FROM gestimum_sync.records"
-                            " WHERE endpoint = 'documents_stock' AND status = 'in_flight'"
+                            # The in-flight marker: one ledger row per request.
+                            "SELECT count(*) FROM gestimum_sync.requests"
+                            " WHERE endpoint = 'documents_stock' AND state = 'in_flight'"
                         )
                         in_flight = cur.fetchone()[0]
                     except psycopg2.errors.UndefinedTable:  # the run has not created the state store yet

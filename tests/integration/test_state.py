@@ -145,7 +145,8 @@ def test_the_in_flight_marker_is_durable_whatever_the_servers_synchronous_commit
 
     class Recording(psycopg2.extensions.cursor):
         def execute(self, query, vars=None):  # type: ignore[no-untyped-def]
-            if "UPDATE" in str(query.as_string(self) if hasattr(query, "as_string") else query):
+            text = str(query.as_string(self) if hasattr(query, "as_string") else query)
+            if "INSERT INTO" in text and ".requests" in text:  # the marker: one row per request
                 super().execute("SHOW synchronous_commit")  # inside the marking transaction
                 seen.append(self.fetchone()[0])
             super().execute(query, vars)
@@ -158,3 +159,60 @@ def test_the_in_flight_marker_is_durable_whatever_the_servers_synchronous_commit
     store._own_conn().cursor_factory = Recording
     assert store.mark_in_flight("clients", ["C1"], request_id="q", run_id="r") == ["C1"]
     assert seen and set(seen) == {"on"}
+
+
+def test_a_request_in_flight_is_one_ledger_row_and_its_records_are_written_once_by_the_answer(
+    store: StateStore,
+) -> None:
+    store.stage("clients", [client(f"C{i}", f"N{i}") for i in range(3)], partition="p", run_id="r")
+
+    def raw() -> tuple[dict[str, tuple[str, int]], list[tuple[str, int, list[str]]]]:
+        with store.conn, store.conn.cursor() as cur:
+            cur.execute("SELECT source_key, status, xmin::text::bigint FROM gestimum_sync.records")
+            rows = {k: (st, int(x)) for k, st, x in cur.fetchall()}
+            cur.execute("SELECT state, lines, keys FROM gestimum_sync.requests ORDER BY id")
+            return rows, [(st, n, list(keys)) for st, n, keys in cur.fetchall()]
+
+    staged, _ = raw()
+    assert store.mark_in_flight("clients", ["C0", "C1", "C2"], request_id="q", run_id="r") == ["C0", "C1", "C2"]
+    marked, ledger = raw()
+    assert marked == staged  # no record was written by the marker: same status, same row version
+    assert ledger == [("in_flight", 3, ["C0", "C1", "C2"])]
+    assert store.counts("clients") == {"clients": {"in_flight": 3}}
+    assert set(statuses(store, "clients").values()) == {"in_flight"}
+    # An operator action never moves a row whose request is open.
+    assert (
+        store.apply_action("ignore", "clients", ["C1"], actor="t", from_statuses=["pending"], to_status="ignored") == []
+    )
+    store.record_outcomes(
+        "clients", [Outcome("C0", True), Outcome("C1", True), Outcome("C2", False, reason="refus")], request_id="q"
+    )
+    answered, ledger = raw()
+    assert ledger == [("answered", 3, ["C0", "C1", "C2"])]
+    assert {k: st for k, (st, _) in answered.items()} == {"C0": "imported", "C1": "imported", "C2": "rejected"}
+    assert store.counts("clients") == {"clients": {"imported": 2, "rejected": 1}}
+
+
+def test_a_request_left_open_by_a_dead_writer_is_settled_by_the_next(database_url: str) -> None:
+    with StateStore(database_url) as first:
+        first.migrate()
+        first.stage("clients", [client("C1", "A")], partition="p", run_id="r")
+        first.stage(
+            "documents_stock",
+            [documents_stock_mapper(ENC).map((5, "in", "001", "ELS", 5, None))],
+            partition="p",
+            run_id="r",
+        )
+        with first.company_lock("TEST.Gestimum"):
+            first.mark_in_flight("clients", ["C1"], request_id="dead-clients-1", run_id="r")
+            first.mark_in_flight("documents_stock", ["5"], request_id="dead-stock-1", run_id="r")
+    with StateStore(database_url) as second, second.company_lock("TEST.Gestimum"):
+        assert second.recover_in_flight("clients") == 1
+        assert second.recover_in_flight("documents_stock") == 1
+        assert statuses(second, "clients") == {"C1": "pending"}  # sent again: an idempotent upsert
+        stock = second.records(endpoint="documents_stock")[0]
+        assert (stock["status"], stock["reason_source"]) == ("delivery_unknown", "delivery")
+        assert "dead-stock-1" in stock["reason"]
+        with second.conn, second.conn.cursor() as cur:
+            cur.execute("SELECT request_id, state FROM gestimum_sync.requests ORDER BY id")
+            assert cur.fetchall() == [("dead-clients-1", "abandoned"), ("dead-stock-1", "unknown")]
