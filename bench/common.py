@@ -19,10 +19,14 @@ from gestimum_pipeline.sync.endpoints import ENDPOINTS
 
 # The order the Dagster job runs the sinks in (parents first).
 ENDPOINT_ORDER = ENDPOINTS.names
-# The default settings' daily partitions (Europe/Paris), as the pipeline runs them.
-PARTITIONS = daily_partitions(Settings())
+# The reference CRM's rows are spread over whole UTC days (`load_bulk`), so the bench runs the
+# pipeline with UTC daily partitions: `--days 1` is then exactly one partition. The time zone
+# changes which rows a day holds, not what Dagster or the sync does per row or per partition.
+TIMEZONE = "UTC"
+SETTINGS = Settings(timezone=TIMEZONE)
+PARTITIONS = daily_partitions(SETTINGS)
 COMPANY = CompanySettings("BENCH.Gestimum", "BENCH", "")
-LOOKBACK = timedelta(minutes=180)
+LOOKBACK = timedelta(minutes=SETTINGS.lookback_minutes)
 DATA_START = date(2024, 1, 1)
 
 
@@ -36,8 +40,8 @@ class Setup:
 
     @property
     def partition_range(self) -> tuple[str, str]:
-        """Daily partitions (Europe/Paris) covering the data's UTC days, one extra for the offset."""
-        end = DATA_START + timedelta(days=self.days)
+        """The first and last daily partitions (UTC) covering the data: `days` partitions."""
+        end = DATA_START + timedelta(days=self.days - 1)
         return DATA_START.isoformat(), end.isoformat()
 
     def window(self) -> tuple[datetime, datetime]:

@@ -12,10 +12,9 @@ from typing import Any
 
 import dagster as dg
 
-from bench.common import ENDPOINT_ORDER, Setup, Timer, emit
+from bench.common import ENDPOINT_ORDER, SETTINGS, Setup, Timer, emit
 from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
-from gestimum_pipeline.defs.settings import Settings
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -24,7 +23,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 def definitions(setup: Setup) -> dg.Definitions:
     # The production graph, without the preflight (one access request, not the sync's cost).
     return build_definitions(
-        Settings(),
+        SETTINGS,
         without_preflight=True,
         resources={
             "crm": CrmDatabase(url=setup.crm_url),

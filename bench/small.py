@@ -13,8 +13,11 @@ time and CPU time (user + sys of the whole process tree) of:
 * ``noop``: the same command again, nothing changed in the CRM;
 * ``changed``: the same command after 5 customers were edited in the CRM;
 
-with the requests and lines Gestimum (a do-nothing sink, bench/sink.py) received, and the
-ratios to ``trivial``. Timings are figures, never assertions.
+with the requests and lines Gestimum (a do-nothing sink, bench/sink.py) received, the WAL
+bytes the server wrote, the sync's own work (its transforms' and sinks' `duration_seconds`,
+read from the run's events) and the ratios to ``trivial``; then the floor (bench/floor.py)
+on the same CRM, for the cost per line of the first run. `python bench/run.py` prints this
+section first; this file runs it alone. Timings are figures, never assertions.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +39,25 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/small.py` puts bench/ first, not the repository
     sys.path.insert(0, str(ROOT))
 
-from bench.run import DEFAULT_SERVER_URL, Sink  # noqa: E402
+from bench.common import DATA_START, TIMEZONE, Setup  # noqa: E402
+from bench.harness import (  # noqa: E402
+    DEFAULT_SERVER_URL,
+    Sink,
+    background_wal_rate,
+    cost_per_line,
+    run_variant,
+    wal_bytes,
+    wal_lsn,
+)
 from gestimum_pipeline.crm.ddl import create_reference_schema  # noqa: E402
 from gestimum_pipeline.crm.demo import load_bulk  # noqa: E402
 from gestimum_pipeline.db import connect, create_database, drop_database  # noqa: E402
 
-DAY = date(2024, 1, 2)
+DAY = DATA_START
 DATABASE = "gestimum_bench_small"
 BIN = Path(sys.executable).parent
 EDITED = 5
+NOOP_TARGET = 1.5  # issue 13: a run with nothing to send takes <= 1.5x the trivial job
 
 
 # The trivial job as a dg project of its own, so both are launched by the same command.
@@ -103,17 +115,37 @@ def sql(url: str, statement: str) -> None:
         conn.close()
 
 
-def median(samples: list[dict[str, float]], sink_samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "wall_seconds": round(statistics.median(s["wall_seconds"] for s in samples), 2),
-        "cpu_seconds": round(statistics.median(s["cpu_seconds"] for s in samples), 2),
-        "runs": len(samples),
-        "requests": [sum(s["requests"].values()) for s in sink_samples],
-        "lines": [sum(s["lines"].values()) for s in sink_samples],
+def sync_work_seconds(home: Path) -> float:
+    """The sync's own work in the instance's latest run: its transforms' and sinks' `duration_seconds`."""
+    import dagster as dg  # only the parent reads the instance; imported late to keep `--help` quick
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        run = instance.get_runs(limit=1)[0]
+        total = 0.0
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            mat = entry.asset_materialization
+            if mat is not None and mat.asset_key.path[0] in ("transform", "gestimum"):
+                total += float(mat.metadata["duration_seconds"].value)
+        return total
+    finally:
+        instance.dispose()
+
+
+def median(samples: list[dict[str, Any]], sink_samples: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        key: round(statistics.median(s[key] for s in samples), 3)
+        for key in ("wall_seconds", "cpu_seconds", "wal_bytes", "sync_work_seconds")
+        if key in samples[0]
     }
+    out["runs"] = len(samples)
+    out["requests"] = [sum(s["requests"].values()) for s in sink_samples]
+    out["lines"] = [sum(s["lines"].values()) for s in sink_samples]
+    return out
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """The small-run figures; `args` needs customers, runs, keep and database_url."""
     crm_url = build_crm(args.database_url, args.customers)
     sink = Sink()
     home = Path(tempfile.mkdtemp(prefix="gestimum-bench-small-"))
@@ -132,6 +164,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             GESTIMUM_FICHIER="BENCH.Gestimum",
             GESTIMUM_UTILISATEUR="BENCH",
             GESTIMUM_MOT_PASSE="",
+            GESTIMUM_SYNC_TIMEZONE=TIMEZONE,  # the day's rows are on one UTC day (bench/common.py)
         )
         command = launch_command(DAY.isoformat())
         results: dict[str, Any] = {}
@@ -148,7 +181,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 elif before:
                     sql(crm_url, before)
                 sink.reset()
-                samples.append(timed(command, env, project))
+                lsn = wal_lsn(args.database_url)
+                sample: dict[str, Any] = timed(command, env, project)
+                sample["wal_bytes"] = wal_bytes(args.database_url, lsn)
+                if project == ROOT:
+                    sample["sync_work_seconds"] = sync_work_seconds(home)
+                samples.append(sample)
                 received.append(sink.stats())
             results[name] = median(samples, received)
             print(f"[bench] {name}: {results[name]}", file=sys.stderr)
@@ -164,6 +202,19 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             f" WHERE code IN (SELECT code FROM crm.customers ORDER BY code LIMIT {EDITED})"
         )
         variant("changed", ROOT, before=touch)
+        # The floor on the same rows (first run's lines), for the first run's cost per line.
+        floors = []
+        for _ in range(args.runs):
+            sink.reset()
+            floors.append(
+                run_variant("floor", Setup(crm_url=crm_url, sink_url=sink.url, days=1), home, args.database_url)
+            )
+        results["floor"] = {
+            key: round(statistics.median(f[key] for f in floors), 3)
+            for key in ("wall_seconds", "work_seconds", "cpu_seconds", "wal_bytes")
+        }
+        results["floor"]["runs"] = len(floors)
+        results["floor"]["lines"] = [sum(e["lines_sent"] for e in f["endpoints"].values()) for f in floors]
     finally:
         sink.close()
         shutil.rmtree(home, ignore_errors=True)
@@ -173,7 +224,51 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("first_run", "noop", "changed"):
         results[name]["to_trivial_wall"] = round(results[name]["wall_seconds"] / trivial["wall_seconds"], 2)
         results[name]["to_trivial_cpu"] = round(results[name]["cpu_seconds"] / trivial["cpu_seconds"], 2)
+    first = results["first_run"]
+    results["cost_per_line"] = cost_per_line(
+        lines=statistics.median(first["lines"]),
+        pipeline_wall=first["wall_seconds"],
+        sync_work=first["sync_work_seconds"],
+        floor_work=results["floor"]["work_seconds"],
+        wal_bytes=first["wal_bytes"],
+        # The trivial job and the floor write nothing to PostgreSQL: what the server wrote meanwhile is others'.
+        background_wal_per_second=background_wal_rate([results["trivial"], results["floor"]]),
+    )
+    noop = results["noop"]
+    results["target_noop"] = {
+        "value": noop["to_trivial_wall"],
+        "requests": max(noop["requests"]),
+        "target": f"<= {NOOP_TARGET}x the trivial job, 0 requests",
+        "met": noop["to_trivial_wall"] <= NOOP_TARGET and max(noop["requests"]) == 0,
+    }
     return {"customers": args.customers, "day": DAY.isoformat(), "edited_customers": EDITED, **results}
+
+
+def print_small(results: dict[str, Any]) -> None:
+    runs = results["trivial"]["runs"]
+    print(
+        f"== small runs: {results['customers']} customers on {results['day']}, `dg launch --assets '*'"
+        f" --partition {results['day']}`, whole process, median of {runs}"
+    )
+    print(f"  {'run':12} {'wall s':>8} {'x triv':>7} {'CPU s':>7} {'sync s':>7} {'WAL KiB':>8}  requests / lines")
+    for name in ("trivial", "first_run", "noop", "changed"):
+        r = results[name]
+        ratio = f"{r['to_trivial_wall']:7.2f}" if name != "trivial" else f"{1:7.2f}"
+        work = f"{r['sync_work_seconds']:7.2f}" if "sync_work_seconds" in r else f"{'':7}"
+        print(
+            f"  {name:12} {r['wall_seconds']:8.2f} {ratio} {r['cpu_seconds']:7.2f} {work}"
+            f" {r['wal_bytes'] / 1024:8.0f}  {r['requests']} / {r['lines']}"
+        )
+    f = results["floor"]
+    print(
+        f"  {'floor':12} {f['wall_seconds']:8.2f} {'':7} {f['cpu_seconds']:7.2f} {f['work_seconds']:7.2f} "
+        f"{f['wal_bytes'] / 1024:8.0f}  lines {f['lines']}  (sync s = its in-process work)"
+    )
+    t = results["target_noop"]
+    print(
+        f"  target: nothing to send <= 1.5x trivial and 0 requests: x{t['value']}, {t['requests']} requests"
+        f" -> {'MET' if t['met'] else 'NOT MET'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,15 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     results = bench(args)
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
-    print(f"small runs, {args.customers} customers on {results['day']}, median of {args.runs} (whole process):")
-    for name in ("trivial", "first_run", "noop", "changed"):
-        r = results[name]
-        ratio = f"  x{r['to_trivial_wall']} wall, x{r['to_trivial_cpu']} CPU of trivial" if name != "trivial" else ""
-        print(
-            f"  {name:10} {r['wall_seconds']:7.2f} s wall {r['cpu_seconds']:7.2f} s CPU"
-            f"  requests {r['requests']} lines {r['lines']}{ratio}"
-        )
+    else:
+        print_small(results)
     return 0
 
 

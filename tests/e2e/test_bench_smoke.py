@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_bench_runs_every_variant_and_every_row_reaches_the_sink_once(pg_server_url: str) -> None:
+def test_bench_runs_every_section_and_every_row_reaches_the_sink_once(pg_server_url: str) -> None:
     variants = ["floor", "pipeline", "rerun"]
     if importlib.util.find_spec("dlt") is not None:  # the `bench` extra
         variants.append("dlt_peer")
@@ -28,6 +28,15 @@ def test_bench_runs_every_variant_and_every_row_reaches_the_sink_once(pg_server_
             "3",
             "--variants",
             ",".join(variants),
+            # The small runs and the long-range overhead, at the least size that exercises them.
+            "--small-customers",
+            "50",
+            "--small-runs",
+            "1",
+            "--overhead-customers",
+            "50",
+            "--overhead-days",
+            "3",
             "--database-url",
             pg_server_url,
             "--json",
@@ -38,7 +47,8 @@ def test_bench_runs_every_variant_and_every_row_reaches_the_sink_once(pg_server_
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    figures = json.loads(out.stdout)["sizes"]["300"]
+    results = json.loads(out.stdout)
+    figures = results["sizes"]["300"]
     assert figures["crm_rows"] == {
         "customers": 300,
         "contacts": 300,
@@ -53,3 +63,16 @@ def test_bench_runs_every_variant_and_every_row_reaches_the_sink_once(pg_server_
     assert figures["floor"]["requests_received"] == figures["pipeline"]["requests_received"]
     for endpoint in figures["pipeline"]["endpoints"].values():
         assert endpoint["lines_sent"] == endpoint["rows"]
+
+    # Small runs: the first run sends what the floor sends, a no-op run no line, an edit only its lines.
+    small = results["small"]
+    assert small["first_run"]["lines"] == small["floor"]["lines"] != [0]
+    assert small["noop"]["lines"] == [0]
+    assert small["changed"]["lines"] == [2 * 5]  # 5 customers: their Comptes and Clients lines
+    assert set(small["cost_per_line"]) >= {"sync_work_us", "bookkeeping_us", "wal_bytes_per_line"}
+    assert set(figures["cost_per_line"]) >= {"sync_work_us", "bookkeeping_us", "wal_bytes_per_line"}
+    # Dagster's overhead on a range: the rerun of the range and of one day send nothing.
+    overhead = results["overhead"]
+    assert overhead["first_run_range"]["requests"] > 0
+    assert overhead["rerun_range"]["requests"] == overhead["rerun_one_day"]["requests"] == 0
+    assert {"noop", "pipeline_to_floor"} <= set(results["targets"])
