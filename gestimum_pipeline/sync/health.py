@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gestimum_pipeline.crm.queries import count_before, stream_keys
+from gestimum_pipeline.crm.queries import count_before, stream_keys, window_signatures
 from gestimum_pipeline.sync.mapping import Mapper
-from gestimum_pipeline.sync.state import StateStore
+from gestimum_pipeline.sync.state import StateStore, merge_windows
 
 # Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
 MAX_LISTED_ROWS = 100
@@ -168,7 +168,16 @@ def crm_coverage(
     missing: list[str] = []
     total_missing = 0
     checked = 0
-    for start, end in store.staged_windows(endpoint):
+    # A window whose rows are exactly the versions the last complete check saw (same count,
+    # same row versions) cannot have gained a row since: only the others are read key by key.
+    # A relation without row versions (a view) is read in full every time.
+    windows = store.staged_windows(endpoint, merged=False)
+    signatures = window_signatures(crm_conn, crm_schema, relation, windows)
+    recorded = store.coverage_signatures(endpoint) if signatures is not None else {}
+    current = dict(zip(windows, signatures, strict=True)) if signatures is not None else {}
+    to_read = [w for w in windows if w not in current or recorded.get(w) != current[w]]
+    unchanged = sum(current[w][0] for w in windows if w not in to_read)
+    for start, end in merge_windows(to_read):
         for chunk in stream_keys(crm_conn, crm_schema, relation, start, end, chunk_size=chunk_size):
             keys = [mapper.key_of(row) for row in chunk]
             checked += len(keys)
@@ -176,7 +185,14 @@ def crm_coverage(
             total_missing += len(absent)
             missing.extend(absent[: max(limit - len(missing), 0)])
     crm_conn.rollback()  # the key streams' transaction: read only
-    counts = {"crm_rows_checked": checked, "missing_from_state_store": total_missing, "before_start_date": before}
+    if not total_missing:
+        store.record_coverage_signatures(endpoint, {w: current[w] for w in to_read if w in current}, run_id=None)
+    counts = {
+        "crm_rows_checked": checked,
+        "crm_rows_unchanged_since_last_check": unchanged,
+        "missing_from_state_store": total_missing,
+        "before_start_date": before,
+    }
     outside = (
         f"; {before} {relation} rows changed before GESTIMUM_SYNC_START_DATE ({not_before.date().isoformat()}) "
         "or with no change time are in no partition and never sent"

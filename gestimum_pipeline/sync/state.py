@@ -1249,8 +1249,8 @@ class StateStore:
                 (endpoint, start, end, run_id),
             )
 
-    def staged_windows(self, endpoint: str) -> list[tuple[datetime, datetime]]:
-        """The endpoint's windows staged in full, merged into disjoint ranges in time order."""
+    def staged_windows(self, endpoint: str, *, merged: bool = True) -> list[tuple[datetime, datetime]]:
+        """The endpoint's windows staged in full in time order; `merged` into disjoint ranges."""
         conn = self.conn
         with conn, conn.cursor() as cur:
             cur.execute(
@@ -1260,13 +1260,55 @@ class StateStore:
                 ),
                 (endpoint,),
             )
-            merged: list[tuple[datetime, datetime]] = []
-            for start, end in cur.fetchall():
-                if merged and start <= merged[-1][1]:
-                    merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-                else:
-                    merged.append((start, end))
-        return merged
+            windows: list[tuple[datetime, datetime]] = cur.fetchall()
+        return merge_windows(windows) if merged else windows
+
+    # The coverage check's signatures share `window_signatures` under this mapping name, so
+    # removing records forgets them too (the delete trigger) and every window is checked again.
+    _COVERAGE = "(coverage check)"
+
+    def coverage_signatures(self, endpoint: str) -> dict[tuple[datetime, datetime], tuple[int, Decimal]]:
+        """{window: signature} of the windows the coverage check last found complete."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT window_start, window_end, row_count, row_versions FROM {schema}.window_signatures"
+                    " WHERE endpoint = %s AND mapping = %s"
+                ),
+                (endpoint, self._COVERAGE),
+            )
+            return {(s, e): (int(n), v) for s, e, n, v in cur.fetchall()}
+
+    def record_coverage_signatures(
+        self, endpoint: str, signatures: dict[tuple[datetime, datetime], tuple[int, Decimal]], *, run_id: str | None
+    ) -> None:
+        """Called when every CRM row of these windows (at these signatures) was found in the store."""
+        if not signatures:
+            return
+        windows = list(signatures)
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.window_signatures AS w"
+                    " (endpoint, mapping, window_start, window_end, row_count, row_versions, run_id)"
+                    " SELECT %s, %s, s, e, n, v, %s"
+                    " FROM unnest(%s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::numeric[]) AS d(s, e, n, v)"
+                    " ON CONFLICT (endpoint, mapping, window_start, window_end) DO UPDATE SET"
+                    " row_count = EXCLUDED.row_count, row_versions = EXCLUDED.row_versions,"
+                    " run_id = EXCLUDED.run_id, recorded_at = now()"
+                ),
+                (
+                    endpoint,
+                    self._COVERAGE,
+                    run_id,
+                    [s for s, _ in windows],
+                    [e for _, e in windows],
+                    [signatures[w][0] for w in windows],
+                    [signatures[w][1] for w in windows],
+                ),
+            )
 
     def diverged(self, endpoint: str, *, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """(count, first rows) of sent movements whose CRM version changed since."""
@@ -1496,6 +1538,17 @@ class StateStore:
             )
             found = dict(cur.fetchall())
         return [k for k in keys if found.get(k)], [k for k in keys if k in found and not found[k]]
+
+
+def merge_windows(windows: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Time windows merged into disjoint ranges, in time order."""
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 class OutcomesNotRecorded(psycopg2.OperationalError):

@@ -56,6 +56,42 @@ def test_rows_committed_into_a_synced_window_afterwards_fail_the_check(crm_url: 
         )
         finding = coverage(store, crm_url)
     assert not finding.passed
-    assert finding.counts == {"crm_rows_checked": 2, "missing_from_state_store": 1, "before_start_date": 1}
+    assert finding.counts == {
+        "crm_rows_checked": 2,
+        "crm_rows_unchanged_since_last_check": 0,
+        "missing_from_state_store": 1,
+        "before_start_date": 1,
+    }
     assert "C2" in finding.summary and [r["source_key"] for r in finding.rows] == ["C2"]
     assert "1 customers rows changed before GESTIMUM_SYNC_START_DATE (2026-03-01)" in finding.summary
+
+
+def test_a_window_unchanged_since_a_complete_check_is_not_read_again(crm_url: str) -> None:
+    """Each run's check reads key by key only the windows whose row versions changed since the
+    last complete check: an hourly run over years of history does not stream every key."""
+    insert_customers(crm_url, [customer("C1", "2026-03-27 10:00+00"), customer("C2", "2026-03-27 11:00+00")])
+    spec = ENDPOINTS.get("comptes")
+    with StateStore(crm_url) as store:
+        store.migrate()
+        stage_endpoint(
+            crm_connect=lambda: connect(crm_url),
+            crm_schema="crm",
+            state=store,
+            spec=spec,
+            mapper=spec.make_mapper(LineFormat().encoder()),
+            window=FRIDAY,
+            partition="2026-03-27",
+            run_id="r1",
+        )
+        first = coverage(store, crm_url)
+        assert first.passed and first.counts["crm_rows_checked"] == 2
+        again = coverage(store, crm_url)
+        assert again.passed
+        assert (again.counts["crm_rows_checked"], again.counts["crm_rows_unchanged_since_last_check"]) == (0, 2)
+        # Records removed from the store: the signatures are forgotten and every key is read.
+        with store.conn, store.conn.cursor() as cur:
+            cur.execute("DELETE FROM gestimum_sync.records WHERE source_key = 'C2'")
+        after_delete = coverage(store, crm_url)
+    assert not after_delete.passed
+    assert after_delete.counts["crm_rows_checked"] == 2
+    assert [r["source_key"] for r in after_delete.rows] == ["C2"]
