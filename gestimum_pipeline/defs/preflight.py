@@ -10,11 +10,20 @@ metadata records the measured seconds of each check):
 * settings: no I/O;
 * CRM: one connection and one catalog query (the source contract), milliseconds;
 * state store: one connection and the idempotent migration check, milliseconds;
-* Gestimum: ONE request, an empty Comptes import in test mode (`tester` = Oui, the
-  header and no data line), which stores nothing. Gestimum opens the company file for
+* Gestimum: at most ONE request, an empty Comptes import in test mode (`tester` = Oui,
+  the header and no data line), which stores nothing. Gestimum opens the company file for
   it, so it costs what any request costs: about 6 s on a real server (the documented
   journals), a few milliseconds on the simulator. At most one retry, so a wrong host
   fails within a connect timeout or two instead of after the full retry schedule.
+
+The Gestimum check is lazy: it is skipped, with no request, when the state store proves
+that Gestimum accepted these exact credentials (URL, company file, user, password, as a
+salted fingerprint) less than GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS ago (0: check at
+every run); the metadata and log then say when and by which run. A passed check is
+recorded. A store with a problem proves nothing, so the check is made as before. Skipping
+it is safe: a sink records the proof after its first answered request, and checks access
+before sending any stock movement unless this run proved it (`sync/engine.py`), so a
+password changed in Gestimum still fails before a movement is sent.
 """
 
 from __future__ import annotations
