@@ -167,14 +167,15 @@ def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> 
         group_name="sync",
         kinds={"python"},
         **_partitioned(partitions),
-        description="Checks every setting and reaches the CRM (source contract), the state store and Gestimum "
-        "(an empty Comptes import in test mode: credentials and company file, nothing stored) before any data "
-        "moves. When it fails, the run stops here with each problem and the setting to fix.",
+        description="Checks every setting and reaches the CRM (source contract) and the state store before any "
+        "data moves, and Gestimum (an empty Comptes import in test mode: credentials and company file, nothing "
+        "stored) unless Gestimum accepted these credentials within GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS. When "
+        "it fails, the run stops here with each problem and the setting to fix.",
     )
     def preflight(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         res = _resources(context, settings)
         crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
-        report = run_preflight(crm, gestimum, sync_state, sync_options, context.log)
+        report = run_preflight(crm, gestimum, sync_state, sync_options, context.log, run_id=context.run_id)
         if not report.ok:
             raise ConfigurationError(description=report.failure_message())
         context.log.info(
@@ -190,6 +191,7 @@ def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> 
                 "state_store_check_seconds": round(report.seconds["state_store"], 3),
                 "gestimum_check_seconds": round(report.seconds["gestimum"], 3),
                 "gestimum_requests": report.gestimum_requests,
+                "gestimum_access": report.gestimum_access,
                 "tls_verification": report.tls_verification,
                 "dry_run": sync_options.dry_run,
             }
@@ -379,6 +381,8 @@ def _send_metadata(report: SendReport, pending_after: int, lineage: dg.TableColu
         metadata["documents"] = ", ".join(shown) + (" …" if len(report.documents) > 50 else "")
     if report.delivery_unknown:
         metadata["delivery_unknown"] = report.delivery_unknown
+    if report.access_checks:  # the test-mode check before the first stock request
+        metadata["access_checks"] = report.access_checks
     if report.journal:  # entries were redacted by the client as they were collected
         more = report.journal_entries - len(report.journal)
         text = "\n".join(report.journal) + (f"\n… {more} more entries" if more > 0 else "")

@@ -10,11 +10,20 @@ metadata records the measured seconds of each check):
 * settings: no I/O;
 * CRM: one connection and one catalog query (the source contract), milliseconds;
 * state store: one connection and the idempotent migration check, milliseconds;
-* Gestimum: ONE request, an empty Comptes import in test mode (`tester` = Oui, the
-  header and no data line), which stores nothing. Gestimum opens the company file for
+* Gestimum: at most ONE request, an empty Comptes import in test mode (`tester` = Oui,
+  the header and no data line), which stores nothing. Gestimum opens the company file for
   it, so it costs what any request costs: about 6 s on a real server (the documented
   journals), a few milliseconds on the simulator. At most one retry, so a wrong host
   fails within a connect timeout or two instead of after the full retry schedule.
+
+The Gestimum check is lazy: it is skipped, with no request, when the state store proves
+that Gestimum accepted these exact credentials (URL, company file, user, password, as a
+salted fingerprint) less than GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS ago (0: check at
+every run); the metadata and log then say when and by which run. A passed check is
+recorded. A store with a problem proves nothing, so the check is made as before. Skipping
+it is safe: a sink records the proof after its first answered request, and checks access
+before sending any stock movement unless this run proved it (`sync/engine.py`), so a
+password changed in Gestimum still fails before a movement is sent.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import codecs
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -41,12 +51,11 @@ from gestimum_pipeline.gestimum.errors import (
     GestimumError,
     GestimumUnreachable,
 )
-from gestimum_pipeline.sync.state import StateStoreError
+from gestimum_pipeline.sync.engine import ACCESS_CHECK_RETRIES
+from gestimum_pipeline.sync.state import AccessProof, StateStore, StateStoreError
 
 # Below this a request cannot hold the envelope and one ordinary line.
 MIN_REQUEST_BYTES = 4096
-# The access check retries at most once: a configuration error must fail fast.
-ACCESS_CHECK_RETRIES = 1
 DB_HINT = "check the host, port, database name and credentials, and that the server accepts connections"
 
 
@@ -56,6 +65,8 @@ class PreflightReport:
     seconds: dict[str, float] = field(default_factory=dict)
     tls_verification: str = "on"
     gestimum_requests: int = 0
+    # What the preflight knows of Gestimum access: checked now, or proven earlier (then no request).
+    gestimum_access: str = "not checked"
 
     @property
     def ok(self) -> bool:
@@ -107,6 +118,11 @@ def gestimum_settings_problems(gestimum: GestimumApi) -> list[str]:
         )
     if gestimum.max_retries < 0:
         problems.append(f"GESTIMUM_MAX_RETRIES must not be negative, got {gestimum.max_retries}")
+    if gestimum.access_check_interval_seconds < 0:
+        problems.append(
+            "GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS must not be negative (0 checks at every run), "
+            f"got {gestimum.access_check_interval_seconds}"
+        )
     try:
         gestimum.line_format().encoder()
         if gestimum.charset:
@@ -116,12 +132,41 @@ def gestimum_settings_problems(gestimum: GestimumApi) -> list[str]:
     return problems
 
 
+def _credentials(gestimum: GestimumApi) -> tuple[str, str, str, str]:
+    """What an access proof is about: a different URL, company file, user or password is checked again."""
+    return (gestimum.url, gestimum.company_file, gestimum.user, gestimum.password)
+
+
+def _earlier_proof(store: StateStore, gestimum: GestimumApi, logger: logging.Logger) -> AccessProof | None:
+    """The store's proof of these credentials younger than the interval, or None (then check)."""
+    interval = gestimum.access_check_interval_seconds
+    if interval <= 0:
+        return None
+    try:
+        proof = store.access_proof(*_credentials(gestimum))
+    except psycopg2.Error as exc:  # only costs a check
+        logger.warning("Gestimum access: earlier proofs could not be read (%s); checking now", db_reason(exc))
+        return None
+    return proof if proof is not None and proof.age_seconds < interval else None
+
+
+def _skipped_access(proof: AccessProof, interval: int) -> str:
+    verified = proof.verified_at.astimezone(UTC)
+    next_check = verified + timedelta(seconds=interval)
+    return (
+        f"Gestimum access: proven at {verified:%Y-%m-%d %H:%M:%S} UTC by run {proof.run_id or '(unknown)'}; "
+        f"next check after {next_check:%Y-%m-%d %H:%M:%S} UTC (GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS={interval}). "
+        "No request sent: a sink checks again before sending any stock movement"
+    )
+
+
 def run_preflight(
     crm: CrmDatabase,
     gestimum: GestimumApi,
     sync_state: SyncStateDatabase,
     options: SyncOptions,
     logger: logging.Logger,
+    run_id: str | None = None,
 ) -> PreflightReport:
     """Runs every check, collecting all problems rather than stopping at the first."""
     report = PreflightReport(problems=settings_problems(gestimum, options))
@@ -144,27 +189,44 @@ def run_preflight(
         report.problems.append(f"CRM_DATABASE_URL: the source contract could not be read ({db_reason(exc)})")
     report.seconds["crm"] = time.perf_counter() - started
 
-    started = time.perf_counter()
+    # Kept open to the end: it says whether access was proven, and records a new proof.
+    store: StateStore | None = None
+    problems_before = list(report.problems)
     try:
-        store = sync_state.open()
+        started = time.perf_counter()
         try:
+            store = sync_state.open()
             store.check_owner(gestimum.url, gestimum.company_file, claim=False)  # claimed by a sink once it sent
-        finally:
+        except StateStoreError as exc:  # missing (the command to create it), or another company file's
+            report.problems.append(str(exc))
+        except DatabaseUnavailable as exc:
+            report.problems.append(f"{exc}; {DB_HINT}")
+        except ValueError as exc:
+            report.problems.append(str(exc))
+        except psycopg2.Error as exc:
+            report.problems.append(
+                f"{sync_state.setting}: the state store schema {sync_state.schema_name!r} cannot be created or "
+                f"migrated ({db_reason(exc)}); grant CREATE on that database to the sync user, or point "
+                "SYNC_STATE_DATABASE_URL at a database where it may"
+            )
+        report.seconds["state_store"] = time.perf_counter() - started
+        # A store with a problem proves nothing and records nothing: the check is made, as always.
+        usable = store if store is not None and report.problems == problems_before else None
+        _check_gestimum(report, gestimum, usable, logger, run_id)
+    finally:
+        if store is not None:
             store.close()
-    except StateStoreError as exc:  # missing (the command to create it), or another company file's
-        report.problems.append(str(exc))
-    except DatabaseUnavailable as exc:
-        report.problems.append(f"{exc}; {DB_HINT}")
-    except ValueError as exc:
-        report.problems.append(str(exc))
-    except psycopg2.Error as exc:
-        report.problems.append(
-            f"{sync_state.setting}: the state store schema {sync_state.schema_name!r} cannot be created or "
-            f"migrated ({db_reason(exc)}); grant CREATE on that database to the sync user, or point "
-            "SYNC_STATE_DATABASE_URL at a database where it may"
-        )
-    report.seconds["state_store"] = time.perf_counter() - started
+    return report
 
+
+def _check_gestimum(
+    report: PreflightReport,
+    gestimum: GestimumApi,
+    store: StateStore | None,
+    logger: logging.Logger,
+    run_id: str | None,
+) -> None:
+    """The access check, unless `store` holds a recent enough proof of these credentials."""
     started = time.perf_counter()
     try:
         # Settings already reported would only fail the access check again, less clearly.
@@ -174,7 +236,14 @@ def run_preflight(
     else:
         if client is None:
             report.seconds["gestimum"] = 0.0
-            return report
+            return
+        proof = _earlier_proof(store, gestimum, logger) if store is not None else None
+        if proof is not None:
+            client.close()
+            report.gestimum_access = _skipped_access(proof, gestimum.access_check_interval_seconds)
+            logger.info("%s", report.gestimum_access)
+            report.seconds["gestimum"] = time.perf_counter() - started
+            return
         try:
             client.check_access(catalog.COMPTES, max_retries=ACCESS_CHECK_RETRIES)
         except GestimumUnreachable as exc:
@@ -189,8 +258,18 @@ def run_preflight(
         except ValueError as exc:  # a request that cannot even be built (line format): reported once
             if not any(str(exc) in p for p in report.problems):
                 report.problems.append(f"Gestimum settings: {exc}")
+        else:
+            report.gestimum_access = "Gestimum access: checked now (an empty Comptes import in test mode)"
+            if store is not None:
+                _record(store, gestimum, run_id, logger)
         finally:
             report.gestimum_requests = client.requests_made
             client.close()
     report.seconds["gestimum"] = time.perf_counter() - started
-    return report
+
+
+def _record(store: StateStore, gestimum: GestimumApi, run_id: str | None, logger: logging.Logger) -> None:
+    try:
+        store.record_access(*_credentials(gestimum), run_id)
+    except psycopg2.Error as exc:  # only costs a check at the next run
+        logger.warning("Gestimum access: the proof could not be recorded (%s)", db_reason(exc))

@@ -73,6 +73,11 @@ class GestimumApi(dg.ConfigurableResource):
     verify_tls: bool = Field(default=True, description="Turning this off is logged loudly at every run")
     ca_bundle: str | None = Field(default=None, description="CA bundle path for a private CA (GESTIMUM_CA_BUNDLE)")
     max_retries: int = 3
+    access_check_interval_seconds: int = Field(
+        default=86400,
+        description="Seconds an access check (or an accepted request) is trusted before the preflight checks "
+        "again; 0 checks at every run (GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS)",
+    )
     backoff_seconds: float = 1.0
     separator: str = ";"
     qualifier: str = '"'
@@ -142,7 +147,7 @@ class SyncOptions(dg.ConfigurableResource):
 
 def gestimum_api(settings: Settings, *, url: Any, company_file: Any, user: Any, password: Any) -> GestimumApi:
     """The Gestimum resource of a company file: its connection (values or EnvVars) with the
-    deployment's timeouts, request sizing, TLS and retry settings."""
+    deployment's timeouts, request sizing, TLS, retry and access-check settings."""
     return GestimumApi(
         url=url,
         company_file=company_file,
@@ -155,6 +160,7 @@ def gestimum_api(settings: Settings, *, url: Any, company_file: Any, user: Any, 
         verify_tls=settings.verify_tls,
         ca_bundle=settings.ca_bundle,
         max_retries=settings.max_retries,
+        access_check_interval_seconds=settings.access_check_interval_seconds,
     )
 
 

@@ -90,6 +90,9 @@ class Settings:
     max_lines_per_request: int = DEFAULT_MAX_LINES
     max_bytes_per_request: int = DEFAULT_MAX_BYTES
     max_retries: int = 3
+    # How long Gestimum's acceptance of the credentials is trusted before the preflight checks
+    # them again (each check opens the company file); 0 checks at every run.
+    access_check_interval_seconds: int = 86400  # GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS
     lookback_minutes: int = 180  # GESTIMUM_SYNC_LOOKBACK_MINUTES
     account_prefix: str = DEFAULT_ACCOUNT_PREFIX  # GESTIMUM_ACCOUNT_PREFIX
     # Re-executions of a source or transform step after a transient database error, with
@@ -130,6 +133,9 @@ class Settings:
             max_lines_per_request=read.integer("GESTIMUM_MAX_LINES_PER_REQUEST", cls.max_lines_per_request),
             max_bytes_per_request=read.integer("GESTIMUM_MAX_BYTES_PER_REQUEST", cls.max_bytes_per_request),
             max_retries=read.integer("GESTIMUM_MAX_RETRIES", cls.max_retries),
+            access_check_interval_seconds=read.integer(
+                "GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS", cls.access_check_interval_seconds
+            ),
             lookback_minutes=read.integer("GESTIMUM_SYNC_LOOKBACK_MINUTES", cls.lookback_minutes),
             account_prefix=read.text("GESTIMUM_ACCOUNT_PREFIX", cls.account_prefix),
             step_retries=read.integer("GESTIMUM_STEP_RETRIES", cls.step_retries),

@@ -9,7 +9,9 @@ The Dagster assets are thin wrappers over the two functions here:
 * `send_endpoint` streams the endpoint's pending lines from the state store, posts them in
   requests bounded by lines and bytes, and records every line's outcome. Each request's
   rows are marked in flight (committed) before it is posted, so no crash can lose track
-  of a row or send a stock movement twice.
+  of a row or send a stock movement twice. The sink records in the state store that
+  Gestimum accepted its credentials (once, after its first answered request), and before
+  its first stock request checks them unless this run already proved them (`_Access`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from gestimum_pipeline.crm import contract
 from gestimum_pipeline.crm.queries import stream_window, window_signature
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason
 from gestimum_pipeline.gestimum.batching import batched
-from gestimum_pipeline.gestimum.catalog import Endpoint
+from gestimum_pipeline.gestimum.catalog import COMPTES, Endpoint
 from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.envelope import body_overhead
 from gestimum_pipeline.gestimum.errors import (
@@ -57,6 +59,8 @@ MAX_REPORTED_REJECTIONS = 200
 _MAX_PASSES = 3
 # Journal entries kept for the sink's metadata: enough to read a run, bounded for 10 000-line requests.
 MAX_REPORTED_JOURNAL_ENTRIES = 200
+# An access check retries at most once: a configuration error must fail fast.
+ACCESS_CHECK_RETRIES = 1
 
 
 class SyncError(RuntimeError):
@@ -132,6 +136,7 @@ class SendReport:
     journal_entries: int = 0  # all entries, including those beyond the cap
     not_marked: int = 0  # read as pending, but changed (or taken) before their request: not sent then
     withdrawn: int = 0  # movements deleted in the CRM before they were sent: withdrawn, never sent
+    access_checks: int = 0  # test-mode access checks made before the first stock request
 
 
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
@@ -408,6 +413,71 @@ def _documents_for(result: ImportResult, imported_keys: list[str]) -> list[str |
     return [joined] * len(imported_keys)
 
 
+class _Access:
+    """Gestimum access as one sink sees it.
+
+    After the sink's first answered request (any parsed answer: Gestimum opened the company
+    file with these credentials) it records the proof in the state store, once per sink.
+    Before the first request of an endpoint that creates documents it makes sure access was
+    proven IN THIS RUN, i.e. the store's proof of these exact credentials carries this run's
+    id (by the preflight's check or an earlier sink); otherwise it sends the test-mode check
+    first, so a password changed in Gestimum fails here, before any movement is marked in
+    flight. A run id rather than a time: the store's clock and Dagster's need not agree.
+    """
+
+    def __init__(
+        self,
+        state: StateStore,
+        client: GestimumClient,
+        endpoint: Endpoint,
+        report: SendReport,
+        *,
+        run_id: str | None,
+        logger: logging.Logger,
+        check_first: bool,
+    ) -> None:
+        self.state, self.client, self.endpoint, self.report = state, client, endpoint, report
+        self.run_id, self.logger = run_id, logger
+        self.check_pending = check_first
+        self.recorded = False
+        company = client.company
+        self._credentials = (client.base_url, company.company_file, company.user, company.password)
+
+    def before_request(self) -> None:
+        """Before a request carrying data: the stock endpoint's access check, once."""
+        if not self.check_pending:
+            return
+        self.check_pending = False
+        if self.run_id is not None and self.state.access_verified(
+            *self._credentials, max_age_seconds=None, run_id=self.run_id
+        ):
+            return
+        name = self.endpoint.name
+        self.report.access_checks += 1
+        try:
+            self.client.check_access(COMPTES, max_retries=ACCESS_CHECK_RETRIES)
+        except GestimumAuthenticationError as exc:
+            raise SyncError(
+                f"{name}: {exc.setting}: {exc}. Access was checked (an empty Comptes import in test mode) before "
+                "sending any stock movement: none was marked in flight or sent, and they stay pending."
+            ) from None
+        except GestimumError as exc:
+            raise SyncError(
+                f"{name}: GESTIMUM_URL: Gestimum did not accept the access check made before sending any stock "
+                f"movement (an empty Comptes import in test mode, which stores nothing): {exc}. No stock movement "
+                "was marked in flight or sent; they stay pending."
+            ) from None
+        self.logger.info("%s: Gestimum access checked before sending the first stock movement", name)
+        self.answered()
+
+    def answered(self) -> None:
+        """Gestimum answered a request of this sink: the proof is recorded, once."""
+        if self.recorded:
+            return
+        self.recorded = True
+        self.state.record_access(*self._credentials, self.run_id)
+
+
 def send_endpoint(
     *,
     state: StateStore,
@@ -435,6 +505,8 @@ def send_endpoint(
     overhead = body_overhead(
         endpoint, client.company, fmt=client.fmt, test_mode=dry_run and endpoint.supports_test_mode
     )
+    # Document-creating endpoints (ENDPOINTS.creates_documents) are those not idempotent on the wire.
+    access = _Access(state, client, endpoint, report, run_id=run_id, logger=logger, check_first=not endpoint.idempotent)
     try:
         # Never a store kept for another company file; an unclaimed one is claimed below, once
         # Gestimum has accepted a request for this company file (a wrong setting claims nothing).
@@ -463,7 +535,15 @@ def send_endpoint(
                             if source_exists is not None and not endpoint.idempotent and not dry_run:
                                 batch = _withdraw_deleted(state, endpoint, batch, source_exists, report)
                             _send_batch(
-                                state, client, endpoint, batch, report, dry_run=dry_run, run_id=run_id, logger=logger
+                                state,
+                                client,
+                                endpoint,
+                                batch,
+                                report,
+                                dry_run=dry_run,
+                                run_id=run_id,
+                                logger=logger,
+                                access=access,
                             )
                             progress.update(report.lines_sent, requests=report.requests)
                 finally:
@@ -520,6 +600,7 @@ def _send_batch(
     dry_run: bool,
     run_id: str | None,
     logger: logging.Logger,
+    access: _Access,
 ) -> None:
     if not batch:
         return
@@ -534,7 +615,9 @@ def _send_batch(
         report.requests += 1
         _account(report, request_no, keys, result)
         _keep_journal(report, request_no, result, client)
+        access.answered()
         return
+    access.before_request()  # a wrong password fails here, before any row is marked in flight
     request_id = f"{(run_id or 'manual')[:8]}-{endpoint.name}-{request_no}"
     try:
         marked = state.mark_in_flight(endpoint.name, batch, request_id=request_id, run_id=run_id)
@@ -599,6 +682,7 @@ def _send_batch(
             f"({reason}). The rows stay in flight; {next_step}. Check SYNC_STATE_DATABASE_URL (default "
             "CRM_DATABASE_URL), then rerun the partition."
         ) from None
+    access.answered()  # after the outcomes: they matter more than the proof
     logger.info(
         "%s request %d: %d lines, %d imported, %d rejected%s",
         endpoint.name,

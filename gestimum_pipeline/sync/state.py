@@ -18,12 +18,15 @@ One row per (endpoint, source key) in `records`, with a status:
   never re-sent until an operator reconciles it;
 * ``ignored``: an operator chose to drop it (re-opened if the CRM row changes).
 
-`actions` records every operator action with who and when. The schema is created and
+`actions` records every operator action with who and when; `gestimum_access` when Gestimum
+last accepted the company file and credentials (a salted fingerprint, never the password). The schema is created and
 migrated by `migrate()`, idempotently and under an advisory lock.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -227,6 +230,23 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        6,
+        "Gestimum access proven, per company file",
+        # When Gestimum last accepted a request for these credentials, so a run with nothing to
+        # send need not open the company file just to check them. `fingerprint` is a salted,
+        # slow hash (see access_fingerprint): the password is never stored, not even hashed alone.
+        """
+        CREATE TABLE {schema}.gestimum_access (
+            company_file  text PRIMARY KEY,
+            gestimum_host text NOT NULL,
+            fingerprint   text NOT NULL,
+            salt          text NOT NULL,
+            verified_at   timestamptz NOT NULL DEFAULT now(),
+            run_id        text
+        );
+        """,
+    ),
+    (
         7,
         "the request ledger: one durable row per request",
         # The in-flight marker is one row per request (its keys and the hashes of the lines
@@ -287,6 +307,50 @@ class StateStoreOwnerMismatch(StateStoreError):
 def gestimum_host(url: str) -> str:
     """The host part of a Gestimum URL, as the store records it (lower case, no port, no credentials)."""
     return (urlsplit(url).hostname or url).lower()
+
+
+# PBKDF2-HMAC-SHA256 rounds of an access fingerprint: about 50 ms per lookup or record (a few
+# per run), and as slow per guess for anyone trying passwords against a copy of the table.
+ACCESS_FINGERPRINT_ITERATIONS = 200_000
+_FINGERPRINT_SCHEME = "pbkdf2_sha256"
+_MAX_FINGERPRINT_ITERATIONS = 10_000_000  # a tampered row must not make a lookup hang
+
+
+def access_fingerprint(
+    gestimum_url: str,
+    company_file: str,
+    user: str,
+    password: str,
+    salt: bytes,
+    iterations: int = ACCESS_FINGERPRINT_ITERATIONS,
+) -> str:
+    """Identifies the credentials Gestimum accepted (its URL, company file, user, password) without
+    revealing them: a salted, stretched hash, `pbkdf2_sha256$<iterations>$<hex>`."""
+    material = json.dumps([gestimum_url.strip().rstrip("/"), company_file, user, password], ensure_ascii=False).encode(
+        "utf-8"
+    )
+    digest = hashlib.pbkdf2_hmac("sha256", material, salt, iterations)
+    return f"{_FINGERPRINT_SCHEME}${iterations}${digest.hex()}"
+
+
+def _fingerprint_matches(stored: str, salt_hex: str, credentials: tuple[str, str, str, str]) -> bool:
+    try:
+        scheme, rounds, _ = stored.split("$")
+        iterations = int(rounds)
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False
+    if scheme != _FINGERPRINT_SCHEME or not 1 <= iterations <= _MAX_FINGERPRINT_ITERATIONS:
+        return False
+    return hmac.compare_digest(stored, access_fingerprint(*credentials, salt, iterations))
+
+
+class AccessProof(NamedTuple):
+    """When Gestimum last accepted a request made with the credentials asked about (database clock)."""
+
+    verified_at: datetime
+    run_id: str | None
+    age_seconds: float
 
 
 class WriterFenced(StateStoreError):
@@ -484,6 +548,62 @@ class StateStore:
                 f"{host!r}: check GESTIMUM_URL and GESTIMUM_FICHIER, or give this company file its own store "
                 f"(SYNC_STATE_DATABASE_URL or another schema, created with `{INIT_COMMAND}`)"
             )
+
+    # -- Gestimum access ----------------------------------------------------------------
+    def record_access(self, gestimum_url: str, company_file: str, user: str, password: str, run_id: str | None) -> None:
+        """Records that Gestimum just accepted a request made with these credentials (one upsert)."""
+        salt = os.urandom(16)  # a fresh salt per record: equal credentials never look equal across stores
+        fingerprint = access_fingerprint(gestimum_url, company_file, user, password, salt)
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO {schema}.gestimum_access AS a"
+                    " (company_file, gestimum_host, fingerprint, salt, verified_at, run_id)"
+                    " VALUES (%s, %s, %s, %s, now(), %s) ON CONFLICT (company_file) DO UPDATE SET"
+                    " gestimum_host = EXCLUDED.gestimum_host, fingerprint = EXCLUDED.fingerprint,"
+                    " salt = EXCLUDED.salt, verified_at = EXCLUDED.verified_at, run_id = EXCLUDED.run_id"
+                ),
+                (company_file, gestimum_host(gestimum_url), fingerprint, salt.hex(), run_id),
+            )
+
+    def access_proof(self, gestimum_url: str, company_file: str, user: str, password: str) -> AccessProof | None:
+        """The last acceptance of exactly these credentials, or None (never proven, or other credentials since)."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                self._q(
+                    "SELECT fingerprint, salt, verified_at, run_id, extract(epoch FROM now() - verified_at)"
+                    " FROM {schema}.gestimum_access WHERE company_file = %s"
+                ),
+                (company_file,),
+            )
+            found = cur.fetchone()
+        if found is None or not _fingerprint_matches(found[0], found[1], (gestimum_url, company_file, user, password)):
+            return None
+        return AccessProof(found[2], found[3], float(found[4]))
+
+    def access_verified(
+        self,
+        gestimum_url: str,
+        company_file: str,
+        user: str,
+        password: str,
+        *,
+        max_age_seconds: float | None,
+        since: datetime | None = None,
+        run_id: str | None = None,
+    ) -> bool:
+        """Whether Gestimum accepted these credentials less than `max_age_seconds` ago (None: ever),
+        not before `since` (a database-clock time) and, if `run_id` is given, in that run."""
+        proof = self.access_proof(gestimum_url, company_file, user, password)
+        if proof is None:
+            return False
+        if max_age_seconds is not None and proof.age_seconds >= max_age_seconds:
+            return False
+        if since is not None and proof.verified_at < since:
+            return False
+        return run_id is None or proof.run_id == run_id
 
     # -- staging (transform assets) -------------------------------------------------
     def stage(

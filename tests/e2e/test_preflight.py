@@ -56,13 +56,19 @@ def test_the_preflight_costs_one_test_mode_request_that_stores_nothing(dep: Depl
     metadata = run.metadata["sync/preflight"]
     assert metadata["gestimum_requests"] == 1
     assert {"crm_check_seconds", "state_store_check_seconds", "gestimum_check_seconds"} <= set(metadata)
+    # A rerun with nothing to send makes no request: access was proven within the interval
+    # (tests/e2e/test_preflight_lazy.py). With an interval of 0 it checks at every run.
+    before = len(dep.simulator.state.requests)
+    assert run_job(dep).success
+    assert len(dep.simulator.state.requests) == before
+    dep.api["access_check_interval_seconds"] = 0
     # Its Gestimum cost is one company opening: measured with a simulated opening time.
     dep.simulator.config.company_open_delay = 0.5
     slow = run_job(dep)
     assert slow.success
     assert 0.5 <= slow.metadata["sync/preflight"]["gestimum_check_seconds"] < 1.5
     assert slow.metadata["sync/preflight"]["crm_check_seconds"] < 1.0
-    # A rerun with nothing to send makes exactly that one request.
+    # A rerun with nothing to send then makes exactly that one request.
     before = len(dep.simulator.state.requests)
     dep.simulator.config.company_open_delay = 0.0
     assert run_job(dep).success
@@ -77,6 +83,12 @@ def test_the_preflight_costs_one_test_mode_request_that_stores_nothing(dep: Depl
         ("max_lines_zero", {"max_lines_per_request": 0}, {}, ["GESTIMUM_MAX_LINES_PER_REQUEST must be at least 1"]),
         ("max_bytes_tiny", {"max_bytes_per_request": 100}, {}, ["GESTIMUM_MAX_BYTES_PER_REQUEST must be at least"]),
         ("negative_retries", {"max_retries": -1}, {}, ["GESTIMUM_MAX_RETRIES must not be negative"]),
+        (
+            "negative_access_check_interval",
+            {"access_check_interval_seconds": -1},
+            {},
+            ["GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS must not be negative"],
+        ),
         ("zero_timeout", {"read_timeout_seconds": 0}, {}, ["GESTIMUM_READ_TIMEOUT_SECONDS"]),
         ("separator_is_a_space", {"separator": " "}, {}, ["separator must be one visible character"]),
         ("unknown_charset", {"charset": "klingon"}, {}, ["charset"]),

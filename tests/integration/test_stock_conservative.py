@@ -58,6 +58,8 @@ def store(database_url: str) -> Iterator[StateStore]:
 
 
 def send(store: StateStore, error: GestimumError) -> None:
+    # The run's preflight proved access, so the stock request itself is what fails.
+    store.record_access("http://127.0.0.1:9/", COMPANY.company_file, COMPANY.user, COMPANY.password, "run")
     send_endpoint(
         state=store,
         client=FailingClient(error),  # type: ignore[arg-type]
