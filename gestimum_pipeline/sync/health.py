@@ -168,14 +168,15 @@ def crm_coverage(
     missing: list[str] = []
     total_missing = 0
     checked = 0
-    # A window whose rows are exactly the versions the last complete check saw (same count,
-    # same row versions) cannot have gained a row since: only the others are read key by key.
-    # A relation without row versions (a view) is read in full every time.
+    # A window whose rows are exactly the versions a complete check, or a transform that staged
+    # every row of it, last saw (same count, same row versions) cannot have gained a row since:
+    # only the others are read key by key. A relation without row versions (a view) is read
+    # in full every time.
     windows = store.staged_windows(endpoint, merged=False)
     signatures = window_signatures(crm_conn, crm_schema, relation, windows)
     recorded = store.coverage_signatures(endpoint) if signatures is not None else {}
     current = dict(zip(windows, signatures, strict=True)) if signatures is not None else {}
-    to_read = [w for w in windows if w not in current or recorded.get(w) != current[w]]
+    to_read = [w for w in windows if w not in current or current[w] not in recorded.get(w, set())]
     unchanged = sum(current[w][0] for w in windows if w not in to_read)
     for start, end in merge_windows(to_read):
         for chunk in stream_keys(crm_conn, crm_schema, relation, start, end, chunk_size=chunk_size):

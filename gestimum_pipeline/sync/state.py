@@ -1387,18 +1387,25 @@ class StateStore:
     # removing records forgets them too (the delete trigger) and every window is checked again.
     _COVERAGE = "(coverage check)"
 
-    def coverage_signatures(self, endpoint: str) -> dict[tuple[datetime, datetime], tuple[int, Decimal]]:
-        """{window: signature} of the windows the coverage check last found complete."""
+    def coverage_signatures(self, endpoint: str) -> dict[tuple[datetime, datetime], set[tuple[int, Decimal]]]:
+        """{window: signatures} under which every CRM row of the window is known to be in the store.
+
+        Those the coverage check recorded after a complete pass, and those a transform recorded
+        after staging every row of the window it read under that signature: either proves it.
+        """
         conn = self.conn
         with conn, conn.cursor() as cur:
             cur.execute(
                 self._q(
                     "SELECT window_start, window_end, row_count, row_versions FROM {schema}.window_signatures"
-                    " WHERE endpoint = %s AND mapping = %s"
+                    " WHERE endpoint = %s"
                 ),
-                (endpoint, self._COVERAGE),
+                (endpoint,),
             )
-            return {(s, e): (int(n), v) for s, e, n, v in cur.fetchall()}
+            found: dict[tuple[datetime, datetime], set[tuple[int, Decimal]]] = {}
+            for start, end, n, versions in cur.fetchall():
+                found.setdefault((start, end), set()).add((int(n), versions))
+            return found
 
     def record_coverage_signatures(
         self, endpoint: str, signatures: dict[tuple[datetime, datetime], tuple[int, Decimal]], *, run_id: str | None

@@ -83,8 +83,21 @@ def test_a_window_unchanged_since_a_complete_check_is_not_read_again(crm_url: st
             partition="2026-03-27",
             run_id="r1",
         )
+        # The transform staged every row of the window under its signature: that proves it.
         first = coverage(store, crm_url)
-        assert first.passed and first.counts["crm_rows_checked"] == 2
+        assert first.passed
+        assert (first.counts["crm_rows_checked"], first.counts["crm_rows_unchanged_since_last_check"]) == (0, 2)
+        # A row edited since: the window is read key by key, then proven by the check's own pass.
+        crm = connect(crm_url)
+        try:
+            with crm, crm.cursor() as cur:
+                cur.execute(
+                    "UPDATE crm.customers SET name = 'Renamed', updated_at = '2026-03-27 10:30+00' WHERE code = 'C1'"
+                )
+        finally:
+            crm.close()
+        edited = coverage(store, crm_url)
+        assert edited.passed and edited.counts["crm_rows_checked"] == 2
         again = coverage(store, crm_url)
         assert again.passed
         assert (again.counts["crm_rows_checked"], again.counts["crm_rows_unchanged_since_last_check"]) == (0, 2)
