@@ -56,8 +56,6 @@ from gestimum_pipeline.sync.mapping import MappedRow
 DEFAULT_SCHEMA = "gestimum_sync"
 # Kept status deltas are folded into one row per (endpoint, status) beyond this many.
 _COMPACT_DELTAS_ABOVE = 2000
-# Row addresses remembered between iter_pending, mark_in_flight and record_outcomes.
-_MAX_ADDRESSES = 100_000
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 STATUSES = ("pending", "in_flight", "imported", "rejected", "held", "delivery_unknown", "ignored")
@@ -402,11 +400,6 @@ class StateStore:
         self.schema = validate_identifier(schema, "state store schema")
         self._setting = setting
         self._conn: psycopg2.extensions.connection | None = None
-        # Row addresses (ctid) of the lines iter_pending just yielded, then of the rows
-        # mark_in_flight just updated: the next UPDATE finds each row directly instead of
-        # descending the primary key 10 000 times. Keyed by (endpoint, source key); a row
-        # whose address no longer holds that key is found by key instead.
-        self._addresses: dict[tuple[str, str], str] = {}
         # record_outcomes hands master data's UPDATEs to a background connection, so
         # request k's outcomes are written while request k+1 is marked and posted. Every
         # other use of `conn` first waits for them (and raises their error); company_lock
@@ -415,9 +408,9 @@ class StateStore:
         self._writer: _OutcomeWriter | None = None
         # (company file, generation) while company_lock is held: checked by every marking.
         self._lease: tuple[str, int] | None = None
-        # {request id: (ledger row id, {key: hash of the line sent})} from mark_in_flight until
-        # the outcome is recorded (request ids are readable, not unique across runs).
-        self._sent: dict[str, tuple[int, dict[str, str]]] = {}
+        # {request id: ledger row id} from mark_in_flight until the outcome is recorded
+        # (request ids are readable, not unique across runs).
+        self._sent: dict[str, int] = {}
 
     # -- connection ---------------------------------------------------------------
     @property
@@ -889,24 +882,16 @@ class StateStore:
                 cur.itersize = chunk_size
                 cur.execute(
                     self._q(
-                        "SELECT source_key, line, group_key, content_hash, ctid::text FROM {schema}.records"
+                        "SELECT source_key, line, group_key, content_hash FROM {schema}.records"
                         " WHERE endpoint = %s AND status = 'pending'"
                         " ORDER BY group_key, sort_key, source_key"
                     ),
                     (endpoint,),
                 )
-                addresses = self._addresses
-                for key, line, group, hashed, address in cur:
-                    # Bounded: mark_in_flight consumes them; a dry run (no marking) stops adding.
-                    if len(addresses) < _MAX_ADDRESSES:
-                        addresses[(endpoint, key)] = address
+                for key, line, group, hashed in cur:
                     yield PendingLine(key, line, group, hashed)
         finally:
             conn.close()
-
-    def _take_addresses(self, endpoint: str, keys: Sequence[str]) -> list[str | None]:
-        pop = self._addresses.pop
-        return [pop((endpoint, k), None) for k in keys]
 
     def mark_in_flight(
         self,
@@ -918,91 +903,87 @@ class StateStore:
     ) -> list[str]:
         """Records the request in flight, compare-and-set, and commits durably; returns the keys marked.
 
-        One row in `requests` (the keys and the hashes of the lines sent) is the marker: the
-        records themselves are not written until the answer. A row is marked only if it is
-        still pending and, given PendingLines, still holds the version read (a re-staging or
-        an operator's action since wins: that row is not sent). The same transaction proves
-        this writer still holds the company file's lease.
+        One row in `requests` (the keys and the hashes of the lines sent) is the marker, built
+        by the server from the records themselves: the records are not written until the
+        answer. A row is marked only if it is still pending and, given PendingLines, still holds
+        the version read (a re-staging or an operator's action since wins: that row is not
+        sent). The same transaction proves this writer still holds the company file's lease.
         """
         keys = [p if isinstance(p, str) else p.source_key for p in lines]
-        wanted = {k: (None if isinstance(p, str) else p.content_hash) for k, p in zip(keys, lines, strict=True)}
-        addresses = [self._addresses.get((endpoint, k)) for k in keys]
+        if not keys:
+            return []
+        wanted = None if isinstance(lines[0], str) else [p.content_hash for p in lines]  # type: ignore[union-attr]
         # Runs beside the previous request's outcomes (other rows, another connection);
         # a failure there stops us before anything more is marked or sent.
         if self._writer is not None:
             self._writer.raise_error()
+        lease = self._lease
         conn = self._own_conn()
         with conn, conn.cursor() as cur:
             # The marker must survive a server crash whatever the server's default.
             cur.execute("SET LOCAL synchronous_commit = on")
             self._check_lease(cur)
-            current: dict[str, str] = {}
-            by_address = [(a, k) for a, k in zip(addresses, keys, strict=True) if a is not None]
-            if by_address:
-                # A TID scan: each row read where iter_pending found it, no index descent.
-                cur.execute(
-                    self._q(
-                        "SELECT source_key, content_hash FROM {schema}.records"
-                        " WHERE ctid = ANY(%s::tid[]) AND endpoint = %s AND status = 'pending'"
-                    ),
-                    ([a for a, _ in by_address], endpoint),
-                )
-                current.update(cur.fetchall())
-            rest = [k for k in keys if k not in current]
-            if rest:
-                cur.execute(
-                    self._q(
-                        "SELECT source_key, content_hash FROM {schema}.records"
-                        " WHERE endpoint = %s AND source_key = ANY(%s) AND status = 'pending'"
-                    ),
-                    (endpoint, rest),
-                )
-                current.update(cur.fetchall())
-            marked = [k for k in keys if k in current and wanted[k] in (None, current[k])]
-            if marked:
-                lease = self._lease
-                cur.execute(
-                    self._q(
-                        "INSERT INTO {schema}.requests (request_id, endpoint, company_file, generation, run_id,"
-                        " state, lines, keys, hashes) VALUES (%s, %s, %s, %s, %s, 'in_flight', %s, %s, %s)"
-                        " RETURNING id"
-                    ),
-                    (
-                        request_id,
-                        endpoint,
-                        lease[0] if lease else None,
-                        lease[1] if lease else None,
-                        run_id,
-                        len(marked),
-                        marked,
-                        [current[k] for k in marked],
-                    ),
-                )
-                self._sent[request_id] = (int(cur.fetchone()[0]), {k: current[k] for k in marked})
-        chosen = set(marked)
-        self._take_addresses(endpoint, [k for k in keys if k not in chosen])
-        return marked
+            cur.execute(
+                self._q(
+                    """
+                    INSERT INTO {schema}.requests (request_id, endpoint, company_file, generation, run_id, state,
+                                                   lines, keys, hashes)
+                    SELECT %(request)s, %(endpoint)s, %(company)s, %(generation)s, %(run)s, 'in_flight', count(*),
+                           array_agg(d.key ORDER BY d.i), array_agg(r.content_hash ORDER BY d.i)
+                    FROM unnest(%(keys)s::text[], %(wanted)s::text[]) WITH ORDINALITY AS d(key, wanted, i)
+                    -- One primary-key lookup per line: a hash join would read the whole table, and
+                    -- the status test inside would let the planner walk the pending index instead.
+                    CROSS JOIN LATERAL (SELECT content_hash, status FROM {schema}.records
+                                        WHERE endpoint = %(endpoint)s AND source_key = d.key OFFSET 0) AS r
+                    WHERE r.status = 'pending' AND (d.wanted IS NULL OR r.content_hash = d.wanted)
+                    HAVING count(*) > 0
+                    RETURNING id, CASE WHEN lines < %(n)s THEN keys END
+                    """
+                ),
+                {
+                    "request": request_id,
+                    "endpoint": endpoint,
+                    "company": lease[0] if lease else None,
+                    "generation": lease[1] if lease else None,
+                    "run": run_id,
+                    "keys": text_array(keys),
+                    "wanted": text_array(wanted) if wanted is not None else None,
+                    "n": len(keys),
+                },
+            )
+            found = cur.fetchone()
+        if found is None:
+            return []
+        self._sent[request_id] = int(found[0])
+        return keys if found[1] is None else list(found[1])
 
-    def _sent_hashes(
-        self, endpoint: str, keys: Sequence[str], request_id: str | None
-    ) -> tuple[list[int], dict[str, str]]:
-        """(ledger row ids, {key: hash of the line sent}) of `request_id`, or of the endpoint's open
-        requests that hold these keys."""
+    def _ledger_ids(self, endpoint: str, keys: Sequence[str], request_id: str | None) -> list[int]:
+        """The ledger rows of `request_id` (or of the endpoint's open requests holding these keys)."""
         known = self._sent.pop(request_id, None) if request_id is not None else None
         if known is not None:
-            return [known[0]], known[1]
+            return [known]
         conn = self.conn
         with conn, conn.cursor() as cur:
             cur.execute(
                 self._q(
-                    "SELECT q.id, d.k, d.h FROM {schema}.requests q, unnest(q.keys, q.hashes) AS d(k, h)"
-                    " WHERE q.endpoint = %(endpoint)s AND q.state = 'in_flight'"
-                    " AND (%(request)s::text IS NULL OR q.request_id = %(request)s) AND d.k = ANY(%(keys)s)"
+                    "SELECT id FROM {schema}.requests WHERE endpoint = %(endpoint)s AND state = 'in_flight'"
+                    " AND (%(request)s::text IS NULL OR request_id = %(request)s) AND keys && %(keys)s::text[]"
+                    " ORDER BY id"
                 ),
-                {"endpoint": endpoint, "request": request_id, "keys": list(keys)},
+                {"endpoint": endpoint, "request": request_id, "keys": text_array(keys)},
             )
-            found = cur.fetchall()
-        return sorted({i for i, _, _ in found}), {k: h for _, k, h in found}
+            return [int(i) for (i,) in cur.fetchall()]
+
+    def _sent_hashes(self, cur: psycopg2.extensions.cursor, ids: Sequence[int], keys: Sequence[str]) -> dict[str, str]:
+        """{key: hash of the line sent} for these keys of these requests (only lines with a story of their own)."""
+        cur.execute(
+            self._q(
+                "SELECT d.k, d.h FROM {schema}.requests q, unnest(q.keys, q.hashes) AS d(k, h)"
+                " WHERE q.id = ANY(%s) AND d.k = ANY(%s::text[])"
+            ),
+            (list(ids), text_array(keys)),
+        )
+        return dict(cur.fetchall())
 
     def record_outcomes(self, endpoint: str, outcomes: Sequence[Outcome], *, request_id: str | None = None) -> None:
         """Records each line's outcome and closes the request. With `async_outcomes` (the default)
@@ -1012,33 +993,37 @@ class StateStore:
         The imported hash is the hash of the line sent; a change staged meanwhile stays queued
         (master data) or is kept aside as a divergence (stock: a movement is never sent twice).
         A stock request another writer has meanwhile declared unknown takes the answer too:
-        the answer is the truth.
+        the answer is the truth. Imported lines are written by the server from the request's
+        ledger row; only rejected lines carry their own data (the reason).
         """
-        ids, sent = self._sent_hashes(endpoint, [o.source_key for o in outcomes], request_id)
-        imported = [o for o in outcomes if o.imported]
+        if not outcomes:
+            return
+        ids = self._ledger_ids(endpoint, [o.source_key for o in outcomes], request_id)
         rejected = [o for o in outcomes if not o.imported]
-        self._take_addresses(endpoint, [o.source_key for o in rejected])  # found by key below
-        addresses = self._take_addresses(endpoint, [o.source_key for o in imported])
+        documents = {o.document for o in outcomes if o.imported}
+        by_key = len(documents) > 1  # several documents in one request: one per line
+        job = _Outcomes(
+            endpoint=endpoint,
+            ledger_ids=ids,
+            imported=len(outcomes) - len(rejected),
+            rejected_keys=[o.source_key for o in rejected],
+            rejected_reasons=[o.reason or "" for o in rejected],
+            document=None if by_key or not documents else next(iter(documents)),
+            document_keys=[o.source_key for o in outcomes if o.imported] if by_key else [],
+            documents=[o.document or "" for o in outcomes if o.imported] if by_key else [],
+            request_id=request_id,
+        )
         # Stock outcomes stay synchronous: a failure to record them must be reported with
         # the request it belongs to (the documents an operator reconciles against).
         if not self.async_outcomes or self.endpoints.creates_documents(endpoint):
-            self._apply_outcomes(self.conn, endpoint, imported, addresses, rejected, request_id, ids, sent)
+            self._apply_outcomes(self.conn, job)
             return
         if self._writer is None:
             self._writer = _OutcomeWriter(self.new_connection, self._apply_outcomes)
-        self._writer.submit((endpoint, imported, addresses, rejected, request_id, ids, sent))
+        self._writer.submit(job)
 
-    def _apply_outcomes(
-        self,
-        conn: psycopg2.extensions.connection,
-        endpoint: str,
-        imported: list[Outcome],
-        addresses: list[str | None],
-        rejected: list[Outcome],
-        request_id: str | None,
-        ids: list[int],
-        sent: dict[str, str],
-    ) -> None:
+    def _apply_outcomes(self, conn: psycopg2.extensions.connection, job: _Outcomes) -> None:
+        endpoint = job.endpoint
         same = "r.content_hash = d.sent"
         # The rows this answer may still speak for: waiting (pending, or a queued version
         # rejected locally), left in flight by an earlier version, or declared unknown by a
@@ -1056,8 +1041,10 @@ class StateStore:
             # would have to reconcile them by hand.
             if not documents:
                 cur.execute("SET LOCAL synchronous_commit = off")
-            if imported:
-                keys = [o.source_key for o in imported]
+            # One primary-key lookup per line of the request: a hash join would read every record.
+            cur.execute("SET LOCAL enable_hashjoin = off")
+            cur.execute("SET LOCAL enable_mergejoin = off")
+            if job.imported:
                 if documents:
                     # A movement is never sent twice: a version staged while it was in flight
                     # is kept aside as a divergence, for the check to report.
@@ -1077,46 +1064,33 @@ class StateStore:
                         f" reason_source = CASE WHEN {same} THEN NULL ELSE r.reason_source END,"
                         " document = d.document," + common + " updated_at = now()"
                     )
-                pairs = [(a, o) for a, o in zip(addresses, imported, strict=True)]
-                known = [(a, o) for a, o in pairs if a is not None]
-                done: set[str] = set()
-                if known:
-                    cur.execute(
-                        self._q(
-                            "UPDATE {schema}.records r " + set_clause + " FROM unnest(%(addresses)s::tid[],"
-                            " %(keys)s::text[], %(sent)s::text[], %(documents)s::text[])"
-                            " AS d(address, source_key, sent, document)"
-                            " WHERE r.ctid = d.address AND r.source_key = d.source_key AND r.endpoint = %(endpoint)s"
-                            + answerable
-                            + " RETURNING r.source_key"
-                        ),
-                        {
-                            "addresses": [a for a, _ in known],
-                            "keys": [o.source_key for _, o in known],
-                            "sent": [sent.get(o.source_key) for _, o in known],
-                            "documents": [o.document for _, o in known],
-                            "endpoint": endpoint,
-                            "request": request_id,
-                        },
-                    )
-                    done = {k for (k,) in cur.fetchall()}
-                rest = [o for o in imported if o.source_key not in done]
-                if rest and len(done) < len(keys):
-                    cur.execute(
-                        self._q(
-                            "UPDATE {schema}.records r " + set_clause + " FROM unnest(%(keys)s::text[],"
-                            " %(sent)s::text[], %(documents)s::text[]) AS d(source_key, sent, document)"
-                            " WHERE r.endpoint = %(endpoint)s AND r.source_key = d.source_key" + answerable
-                        ),
-                        {
-                            "keys": [o.source_key for o in rest],
-                            "sent": [sent.get(o.source_key) for o in rest],
-                            "documents": [o.document for o in rest],
-                            "endpoint": endpoint,
-                            "request": request_id,
-                        },
-                    )
-            if rejected:
+                cur.execute(
+                    self._q(
+                        "UPDATE {schema}.records r "
+                        + set_clause
+                        + """
+                        FROM (SELECT q.endpoint, k.key, k.sent, coalesce(x.document, %(document)s) AS document
+                              FROM {schema}.requests q
+                              CROSS JOIN LATERAL unnest(q.keys, q.hashes) AS k(key, sent)
+                              LEFT JOIN LATERAL (SELECT x.document FROM unnest(%(document_keys)s::text[],
+                                                 %(documents)s::text[]) AS x(key, document)
+                                                 WHERE x.key = k.key LIMIT 1) AS x ON true
+                              WHERE q.id = ANY(%(ids)s) AND NOT (k.key = ANY(%(rejected)s::text[]))) AS d
+                        WHERE r.endpoint = d.endpoint AND r.source_key = d.key
+                        """
+                        + answerable
+                    ),
+                    {
+                        "document": job.document,
+                        "document_keys": text_array(job.document_keys),
+                        "documents": text_array(job.documents),
+                        "ids": job.ledger_ids,
+                        "rejected": text_array(job.rejected_keys),
+                        "request": job.request_id,
+                    },
+                )
+            if job.rejected_keys:
+                sent = self._sent_hashes(cur, job.ledger_ids, job.rejected_keys)
                 cur.execute(
                     self._q(
                         f"""
@@ -1131,11 +1105,11 @@ class StateStore:
                         + answerable
                     ),
                     {
-                        "keys": [o.source_key for o in rejected],
-                        "reasons": [o.reason for o in rejected],
-                        "sent": [sent.get(o.source_key) for o in rejected],
+                        "keys": text_array(job.rejected_keys),
+                        "reasons": text_array(job.rejected_reasons),
+                        "sent": text_array([sent.get(k, "") for k in job.rejected_keys]),
                         "endpoint": endpoint,
-                        "request": request_id,
+                        "request": job.request_id,
                     },
                 )
             # Closed in the same transaction: a request still open after a crash is one whose
@@ -1145,7 +1119,7 @@ class StateStore:
                     "UPDATE {schema}.requests SET state = 'answered', settled_at = now(), imported = %s,"
                     " rejected = %s WHERE id = ANY(%s)"
                 ),
-                (len(imported), len(rejected), ids),
+                (job.imported, len(job.rejected_keys), job.ledger_ids),
             )
             self._compact_counts(cur)  # once per request: the deltas stay few
 
@@ -1161,11 +1135,10 @@ class StateStore:
         """After a failed request: its rows wait to be sent again when surely not delivered (or
         idempotent), and become `delivery_unknown` when Gestimum may have processed a
         non-idempotent request."""
-        ids, sent = self._sent_hashes(endpoint, keys, request_id)
-        wanted = set(keys)
-        sent = {k: h for k, h in sent.items() if k in wanted}
+        ids = self._ledger_ids(endpoint, keys, request_id)
         conn = self.conn
         with conn, conn.cursor() as cur:
+            sent = self._sent_hashes(cur, ids, keys)
             self._settle(cur, endpoint, ids, sent, delivered=delivered, reason=reason, request_id=request_id)
 
     def _settle(
@@ -1678,6 +1651,36 @@ def merge_windows(windows: Sequence[tuple[datetime, datetime]]) -> list[tuple[da
     return merged
 
 
+@dataclass(frozen=True)
+class _Outcomes:
+    """One answered request, as record_outcomes hands it to the (background) writer."""
+
+    endpoint: str
+    ledger_ids: list[int]
+    imported: int
+    rejected_keys: list[str]
+    rejected_reasons: list[str]
+    document: str | None  # the request's one document (stock), if it has one
+    document_keys: list[str]  # several documents in one request: each imported line's
+    documents: list[str]
+    request_id: str | None
+
+
+def text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL array literal of `values`, for a ``%s::text[]`` parameter.
+
+    psycopg2 sends a list as ``ARRAY['a', 'b', ...]``, which the server parses as one
+    expression per element: for a request's 10 000 keys that costs about five times parsing
+    the literal (measured: 24.7 ms against 4.8 ms for two such arrays).
+    """
+    if not values:
+        return "{}"
+    joined = "\x1f".join(values)
+    if '"' in joined or "\\" in joined or joined.count("\x1f") != len(values) - 1:
+        return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    return '{"' + joined.replace("\x1f", '","') + '"}'
+
+
 class OutcomesNotRecorded(psycopg2.OperationalError):
     """The background writer could not record a master-data request's outcomes.
 
@@ -1700,7 +1703,7 @@ class _OutcomeWriter:
     ) -> None:
         self._connect = connect
         self._apply = apply
-        self._jobs: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=1)
+        self._jobs: queue.Queue[_Outcomes | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="gestimum-outcomes", daemon=True)
         self._thread.start()
@@ -1715,11 +1718,11 @@ class _OutcomeWriter:
                         return
                     if conn is None or conn.closed:
                         conn = self._connect()
-                    self._apply(conn, *job)
+                    self._apply(conn, job)
                 except psycopg2.Error as exc:  # handed to the store's thread, saying what failed
                     if self._error is None:
                         self._error = OutcomesNotRecorded(
-                            f"recording the outcomes of an earlier {job[0]} request failed "
+                            f"recording the outcomes of an earlier {job.endpoint if job else ''} request failed "
                             f"({db_reason(exc)}); its rows stay in flight "
                             "and are re-sent by the next run"
                         )
@@ -1732,7 +1735,7 @@ class _OutcomeWriter:
             if conn is not None and not conn.closed:
                 conn.close()
 
-    def submit(self, job: tuple[Any, ...]) -> None:
+    def submit(self, job: _Outcomes) -> None:
         self.raise_error()
         self._jobs.put(job)
 

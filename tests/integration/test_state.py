@@ -216,3 +216,24 @@ def test_a_request_left_open_by_a_dead_writer_is_settled_by_the_next(database_ur
         with second.conn, second.conn.cursor() as cur:
             cur.execute("SELECT request_id, state FROM gestimum_sync.requests ORDER BY id")
             assert cur.fetchall() == [("dead-clients-1", "abandoned"), ("dead-stock-1", "unknown")]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["C1", "C2"],
+        ["", "NULL", "a,b", "{x}", " spaced ", "é€", 'quo"te', "back\\slash", "unit\x1fsep", "(1,2)"],
+    ],
+)
+def test_text_array_literals_round_trip_through_postgresql(database_url: str, values: list[str]) -> None:
+    from gestimum_pipeline.db import connect
+    from gestimum_pipeline.sync.state import text_array
+
+    conn = connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT %s::text[]", (text_array(values),))
+            assert cur.fetchone()[0] == values
+    finally:
+        conn.close()
