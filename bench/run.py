@@ -266,7 +266,7 @@ def overhead_section(args: argparse.Namespace, sink: Sink, log_dir: Path) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--customers", type=int, action="append", help="large sizes, repeatable; default 100000")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(

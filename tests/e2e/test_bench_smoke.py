@@ -76,3 +76,19 @@ def test_bench_runs_every_section_and_every_row_reaches_the_sink_once(pg_server_
     assert overhead["first_run_range"]["requests"] > 0
     assert overhead["rerun_range"]["requests"] == overhead["rerun_one_day"]["requests"] == 0
     assert {"noop", "pipeline_to_floor"} <= set(results["targets"])
+
+
+@pytest.mark.slow
+def test_the_ledger_bench_sends_every_staged_line_once(pg_server_url: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ledger.py"), "--lines", "2500", "--database-url", pg_server_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    # Every line staged, marked in flight and imported exactly once.
+    assert out.stdout.startswith("2500 lines, 2500 imported"), out.stdout
+    for step in ("stage", "in-flight marker", "outcomes"):
+        assert step in out.stdout
