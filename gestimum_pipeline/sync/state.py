@@ -1114,10 +1114,12 @@ class StateStore:
                 )
             # Closed in the same transaction: a request still open after a crash is one whose
             # outcomes were lost, and the next run settles it like any interrupted request.
+            # Its keys and hashes are now in the records (request_id, sent_hash): dropped, so a
+            # backfill does not keep a second copy of every key (450 kB per full request).
             cur.execute(
                 self._q(
                     "UPDATE {schema}.requests SET state = 'answered', settled_at = now(), imported = %s,"
-                    " rejected = %s WHERE id = ANY(%s)"
+                    " rejected = %s, keys = '{{}}', hashes = '{{}}' WHERE id = ANY(%s)"
                 ),
                 (job.imported, len(job.rejected_keys), job.ledger_ids),
             )
