@@ -32,21 +32,26 @@ def coverage(store: StateStore, crm_url: str) -> health.Finding:
         conn.close()
 
 
+def stage_friday(store: StateStore, crm_url: str) -> None:
+    """Friday's scheduled run of transform/comptes."""
+    spec = ENDPOINTS.get("comptes")
+    stage_endpoint(
+        crm_connect=lambda: connect(crm_url),
+        crm_schema="crm",
+        state=store,
+        spec=spec,
+        mapper=spec.make_mapper(LineFormat().encoder()),
+        window=FRIDAY,
+        partition="2026-03-27",
+        run_id="r1",
+    )
+
+
 def test_rows_committed_into_a_synced_window_afterwards_fail_the_check(crm_url: str) -> None:
     insert_customers(crm_url, [customer("C1", "2026-03-27 10:00+00")])
-    spec = ENDPOINTS.get("comptes")
     with StateStore(crm_url) as store:
         store.migrate()  # the test template has one already; idempotent
-        stage_endpoint(
-            crm_connect=lambda: connect(crm_url),
-            crm_schema="crm",
-            state=store,
-            spec=spec,
-            mapper=spec.make_mapper(LineFormat().encoder()),
-            window=FRIDAY,
-            partition="2026-03-27",
-            run_id="r1",
-        )
+        stage_friday(store, crm_url)
         assert coverage(store, crm_url).passed
         # Committed after Friday's run, with a change time inside Friday (a long transaction,
         # a clock behind): no later scheduled run reads Friday again.
@@ -70,19 +75,9 @@ def test_a_window_unchanged_since_a_complete_check_is_not_read_again(crm_url: st
     """Each run's check reads key by key only the windows whose row versions changed since the
     last complete check: an hourly run over years of history does not stream every key."""
     insert_customers(crm_url, [customer("C1", "2026-03-27 10:00+00"), customer("C2", "2026-03-27 11:00+00")])
-    spec = ENDPOINTS.get("comptes")
     with StateStore(crm_url) as store:
         store.migrate()
-        stage_endpoint(
-            crm_connect=lambda: connect(crm_url),
-            crm_schema="crm",
-            state=store,
-            spec=spec,
-            mapper=spec.make_mapper(LineFormat().encoder()),
-            window=FRIDAY,
-            partition="2026-03-27",
-            run_id="r1",
-        )
+        stage_friday(store, crm_url)
         # The transform staged every row of the window under its signature: that proves it.
         first = coverage(store, crm_url)
         assert first.passed
