@@ -1520,6 +1520,9 @@ class StateStore:
             raise ValueError(f"unknown status {to_status!r}")
         conn = self.conn
         with conn, conn.cursor() as cur:
+            # A marking transaction holds its lease row FOR SHARE: waiting for it here means the
+            # UPDATE below sees its request (open, so the row is refused) or none, never half.
+            cur.execute(self._q("SELECT 1 FROM {schema}.leases FOR UPDATE"))
             cur.execute(
                 self._q(
                     """

@@ -179,3 +179,43 @@ def test_an_operator_ignore_between_read_and_send_wins(
         "C1": "imported",
         "C2": "ignored",
     }
+
+
+def test_an_operator_action_waits_for_a_marking_in_progress_and_then_refuses_its_rows(database_url: str) -> None:
+    """The in-flight marker writes no record, so an operator's action cannot rely on a row
+    lock: it waits for the marking transaction (the lease row) and then sees its request."""
+    import threading
+
+    with StateStore(database_url) as setup:
+        setup.migrate()
+        setup.stage("comptes", [customer("C1", "A")], partition="p", run_id="r")
+        with setup.company_lock("RACE.Gestimum"):
+            pass  # creates the lease row
+    marking = connect(database_url)
+    done: list[list[str]] = []
+    try:
+        with marking.cursor() as cur:  # a marker between its lease check and its commit
+            cur.execute("SELECT 1 FROM gestimum_sync.leases FOR SHARE")
+            cur.execute(
+                "INSERT INTO gestimum_sync.requests (request_id, endpoint, state, lines, keys, hashes)"
+                " VALUES ('q', 'comptes', 'in_flight', 1, '{C1}', '{h}')"
+            )
+        operator = StateStore(database_url)
+
+        def act() -> None:
+            done.append(
+                operator.apply_action(
+                    "ignore", "comptes", ["C1"], actor="ops", from_statuses=["pending"], to_status="ignored"
+                )
+            )
+
+        thread = threading.Thread(target=act)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive() and not done  # waiting for the marking transaction
+        marking.commit()
+        thread.join(10)
+        operator.close()
+    finally:
+        marking.close()
+    assert done == [[]]  # the row is in flight: the action refused it
