@@ -273,7 +273,9 @@ _MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE VIEW {schema}.record_status AS
             SELECT r.endpoint, r.source_key,
                    CASE WHEN o.request_id IS NULL THEN r.status ELSE 'in_flight' END AS status,
-                   coalesce(o.request_id, r.request_id) AS request_id
+                   coalesce(o.request_id, r.request_id) AS request_id,
+                   r.reason, r.reason_source, r.attempts, r.document, r.partition, r.first_seen_at,
+                   r.updated_at, r.last_attempt_at, r.imported_at, r.line
             FROM {schema}.records r
             LEFT JOIN (SELECT q.endpoint, k.source_key, q.request_id FROM {schema}.requests q,
                        unnest(q.keys) AS k(source_key) WHERE q.state = 'in_flight') o
@@ -288,6 +290,9 @@ INIT_COMMAND = "gestimum-pipeline state init"
 # now staged: a change queued while in flight (or a failed request) goes back to pending,
 # or to rejected when the queued version failed local validation (it carries no line).
 _REQUEUED = "CASE WHEN r.line IS NULL THEN 'rejected' ELSE 'pending' END"
+# What every write of a request's answer (or failure) sets on its records; `d.sent` is the
+# hash of the line sent, from the request's ledger row.
+_ATTEMPTED = " attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = d.sent,"
 
 
 class StateStoreError(RuntimeError):
@@ -1032,7 +1037,7 @@ class StateStore:
             " AND (r.status IN ('pending', 'rejected', 'in_flight')"
             " OR (r.status = 'delivery_unknown' AND r.reason_source = 'delivery'))"
         )
-        common = " attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = d.sent, request_id = %(request)s,"
+        common = _ATTEMPTED + " request_id = %(request)s,"
         documents = self.endpoints.creates_documents(endpoint)
         with conn, conn.cursor() as cur:
             # Master data: losing this commit in a server crash only re-sends an upsert (the
@@ -1155,7 +1160,7 @@ class StateStore:
         request_id: str | None,
     ) -> int:
         """Writes a failed or abandoned request's rows and closes it; returns the rows written."""
-        common = " attempts = r.attempts + 1, last_attempt_at = now(), sent_hash = d.sent,"
+        common = _ATTEMPTED
         if delivered is None:
             # Whatever version is staged now, the line sent may have become a document.
             query = (
@@ -1469,19 +1474,12 @@ class StateStore:
             cur.execute(
                 self._q(
                     """
-                    SELECT * FROM (
-                        SELECT r.endpoint, r.source_key,
-                               CASE WHEN o.source_key IS NULL THEN r.status ELSE 'in_flight' END AS status,
-                               r.reason, r.reason_source, r.attempts, r.document, r.partition, r.first_seen_at,
-                               r.updated_at, r.last_attempt_at, r.imported_at, r.line
-                        FROM {schema}.records r
-                        LEFT JOIN (SELECT q.endpoint, k.source_key FROM {schema}.requests q,
-                                   unnest(q.keys) AS k(source_key) WHERE q.state = 'in_flight') o
-                               ON o.endpoint = r.endpoint AND o.source_key = r.source_key
-                        WHERE (%(endpoint)s::text IS NULL OR r.endpoint = %(endpoint)s)
-                          AND (%(keys)s::text[] IS NULL OR r.source_key = ANY(%(keys)s))
-                    ) AS r
-                    WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
+                    SELECT endpoint, source_key, status, reason, reason_source, attempts, document,
+                           partition, first_seen_at, updated_at, last_attempt_at, imported_at, line
+                    FROM {schema}.record_status
+                    WHERE (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
+                      AND (%(keys)s::text[] IS NULL OR source_key = ANY(%(keys)s))
+                      AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
                       AND (%(reason)s::text IS NULL OR reason ILIKE %(reason)s)
                       AND (%(older)s::float IS NULL OR updated_at < now() - make_interval(secs => %(older)s))
                     ORDER BY endpoint, updated_at, source_key
