@@ -17,12 +17,15 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/ledger.py` puts bench/ first, not the repository
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import wal_bytes, wal_lsn  # noqa: E402
 from bench.run import DEFAULT_SERVER_URL  # noqa: E402
 from gestimum_pipeline.db import connect  # noqa: E402
 from gestimum_pipeline.sync.mapping import MappedRow  # noqa: E402
@@ -37,13 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("GESTIMUM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL))
     args = parser.parse_args(argv)
     schema = f"bench_ledger_{uuid.uuid4().hex[:8]}"
-    monitor = connect(args.database_url, autocommit=True)
-
-    def wal() -> int:
-        with monitor.cursor() as cur:
-            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
-            return int(cur.fetchone()[0])
-
     n = args.lines
     rows = []
     for i in range(n):
@@ -53,27 +49,42 @@ def main(argv: list[str] | None = None) -> int:
     store = StateStore(args.database_url, schema)
     try:
         store.migrate()
-        started, wal_before = time.perf_counter(), wal()
+        lsn = wal_lsn(args.database_url)
+        started = time.perf_counter()
         for k in range(0, n, 5000):
             store.stage("comptes", rows[k : k + 5000], partition=None, run_id="bench")
-        stage = (time.perf_counter() - started, wal() - wal_before)
+        stage = (time.perf_counter() - started, wal_bytes(args.database_url, lsn))
         mark = [0.0, 0]
         outcomes = [0.0, 0]
+        measuring = [0.0]  # time spent reading the WAL position, taken out of the total
+
+        def timed(step: list[Any], work: Callable[[], None]) -> None:
+            t = time.perf_counter()
+            lsn = wal_lsn(args.database_url)
+            t0 = time.perf_counter()
+            work()
+            step[0] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            step[1] += wal_bytes(args.database_url, lsn)
+            measuring[0] += (t0 - t) + (time.perf_counter() - t1)
+
         started = time.perf_counter()
         with store.company_lock("BENCH.Gestimum"):
             batch: list[PendingLine] = []
 
             def send(batch: list[PendingLine]) -> None:
                 request = uuid.uuid4().hex[:12]
-                t, w = time.perf_counter(), wal()
-                marked = store.mark_in_flight("comptes", batch, request_id=request, run_id="bench")
-                mark[0] += time.perf_counter() - t
-                mark[1] += wal() - w
-                t, w = time.perf_counter(), wal()
-                store.record_outcomes("comptes", [Outcome(k, True) for k in marked], request_id=request)
-                store.counts("comptes")  # waits for the background writer, as the next use would
-                outcomes[0] += time.perf_counter() - t
-                outcomes[1] += wal() - w
+                marked: list[str] = []
+                timed(
+                    mark,
+                    lambda: marked.extend(store.mark_in_flight("comptes", batch, request_id=request, run_id="bench")),
+                )
+
+                def answer() -> None:
+                    store.record_outcomes("comptes", [Outcome(k, True) for k in marked], request_id=request)
+                    store.counts("comptes")  # waits for the background writer, as the next use would
+
+                timed(outcomes, answer)
 
             for pending in store.iter_pending("comptes"):
                 batch.append(pending)
@@ -82,16 +93,19 @@ def main(argv: list[str] | None = None) -> int:
                     batch = []
             if batch:
                 send(batch)
-        total = time.perf_counter() - started
+        total = time.perf_counter() - started - measuring[0]
         imported = store.counts("comptes").get("comptes", {}).get("imported", 0)
     finally:
         store.close()
-        with monitor.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        monitor.close()
+        conn = connect(args.database_url, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            conn.close()
 
-    def per_line(seconds: float, wal_bytes: int) -> str:
-        return f"{seconds / n * 1e6:7.1f} us/line  {wal_bytes / n:7.0f} WAL bytes/line"
+    def per_line(seconds: float, wal: int) -> str:
+        return f"{seconds / n * 1e6:7.1f} us/line  {wal / n:7.0f} WAL bytes/line"
 
     print(f"{n} lines, {imported} imported, requests of {REQUEST_LINES}")
     print(f"  stage (COPY + INSERT ... ON CONFLICT)     {per_line(*stage)}")
