@@ -18,7 +18,7 @@ from gestimum_pipeline.defs.checks import build_all_state_checks
 from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
-from gestimum_pipeline.defs.resources import build_resources
+from gestimum_pipeline.defs.resources import build_resources, deployment_resources
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
 from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
@@ -63,7 +63,8 @@ def build_definitions(
                     settings, job, daily_partitions(settings), [sink_key(n, settings) for n in endpoints.names]
                 )
             ],
-            resources={settings.scoped(key): value for key, value in company_resources.items()},
+            # Connection targets and credentials are not run config: only sync_options is.
+            resources={settings.scoped(key): value for key, value in deployment_resources(company_resources).items()},
             # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a
             # time), so they run one after another in the run's process: a process per step
             # cost about 2 s each, most of a short run. A crash is contained by the state store
@@ -79,5 +80,7 @@ def alert_definitions(settings: Settings, webhook: Any = None) -> dg.Definitions
     """The alert sensors and their webhook: one pair per code location."""
     return dg.Definitions(
         sensors=alert_sensors,
-        resources={"alert_webhook": webhook if webhook is not None else build_alert_webhook(settings)},
+        resources=deployment_resources(
+            {"alert_webhook": webhook if webhook is not None else build_alert_webhook(settings)}
+        ),
     )

@@ -2,9 +2,18 @@
 
 Secrets (database URLs, which may hold passwords, and the Gestimum password) are wired
 as `EnvVar`s: Dagster resolves them at run time and never shows their values.
+
+Connection targets and credentials are the deployment's, never a run's: `fixed_resource`
+hands Dagster every resource but the per-run `SyncOptions` with an empty config schema, so
+a run config that names one of their fields (the Launchpad, `dagster asset materialize -c`,
+`dg launch --config`) fails Dagster's config validation, naming the field, before the run
+starts and before anything connects. Otherwise a run config could point GESTIMUM_URL at
+any server and set `password: {env: GESTIMUM_MOT_PASSE}`, `user: {env: CRM_DATABASE_URL}`:
+the preflight would post the secrets there.
 """
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +44,7 @@ class ConfigurationError(dg.Failure):
 class CrmDatabase(dg.ConfigurableResource):
     """The CRM: four relations of the source contract in one schema."""
 
-    url: str = Field(description="PostgreSQL URL of the CRM (CRM_DATABASE_URL)")
+    url: str = Field(description="PostgreSQL URL of the CRM (CRM_DATABASE_URL)", repr=False)
     schema_name: str = Field(default="crm", description="Schema holding the contract's relations (CRM_SCHEMA)")
 
     def connect(self) -> psycopg2.extensions.connection:
@@ -60,10 +69,11 @@ class CrmDatabase(dg.ConfigurableResource):
 class GestimumApi(dg.ConfigurableResource):
     """Gestimum's REST import API for one company file."""
 
-    url: str = Field(description="Base URL of Gestimum's REST server (GESTIMUM_URL)")
+    # repr=False: a proxy's credentials may sit in the URL.
+    url: str = Field(description="Base URL of Gestimum's REST server (GESTIMUM_URL)", repr=False)
     company_file: str = Field(description="Company file, e.g. DEMO.Gestimum (GESTIMUM_FICHIER)")
     user: str = Field(description="Gestimum user (GESTIMUM_UTILISATEUR)")
-    password: str = Field(default="", description="Gestimum password (GESTIMUM_MOT_PASSE)")
+    password: str = Field(default="", description="Gestimum password (GESTIMUM_MOT_PASSE)", repr=False)
     disconnect: bool = False
     exclusive: bool = False
     connect_timeout_seconds: float = 10.0
@@ -114,7 +124,7 @@ class GestimumApi(dg.ConfigurableResource):
 class SyncStateDatabase(dg.ConfigurableResource):
     """The sync state store (schema `gestimum_sync`): created by `gestimum-pipeline state init`, upgraded on use."""
 
-    url: str = Field(description="PostgreSQL URL (SYNC_STATE_DATABASE_URL, default CRM_DATABASE_URL)")
+    url: str = Field(description="PostgreSQL URL (SYNC_STATE_DATABASE_URL, default CRM_DATABASE_URL)", repr=False)
     schema_name: str = STATE_SCHEMA
     setting: str = Field(
         default="SYNC_STATE_DATABASE_URL", description="The variable the URL comes from, named in error messages"
@@ -143,6 +153,46 @@ class SyncOptions(dg.ConfigurableResource):
     )
     account_prefix: str = DEFAULT_ACCOUNT_PREFIX
     chunk_size: int = 5000
+
+
+def fixed_resource(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
+    """`resource` as the deployment wired it, with nothing a run config can set.
+
+    Its config schema is empty, so Dagster refuses any `resources.<key>.config` entry at
+    launch ("unexpected config entry "url""). Its `EnvVar` fields are read from the
+    environment when a run initializes it, as Dagster would; their names, never a value,
+    are listed in the UI's description.
+    """
+    resource_type = type(resource)
+    wired = {name: getattr(resource, name) for name in resource_type.model_fields}
+    variables = {name: value.env_var_name for name, value in wired.items() if isinstance(value, dg.EnvVar)}
+
+    def build(_context: dg.InitResourceContext) -> dg.ConfigurableResource:
+        values = dict(wired)
+        for name, variable in variables.items():
+            value = os.environ.get(variable)
+            if value is None:
+                raise ConfigurationError(
+                    description=f'{resource_type.__name__}.{name} reads the environment variable "{variable}" which '
+                    "is not set: set it where runs execute"
+                )
+            values[name] = value
+        return resource_type(**values)
+
+    summary = ", ".join(f"{name} from {variable}" for name, variable in variables.items())
+    description = " ".join((resource_type.__doc__ or resource_type.__name__).split())
+    description += " Set by the deployment" + (f" ({summary})" if summary else "") + ": a run config cannot change it."
+    return dg.ResourceDefinition(resource_fn=build, config_schema={}, description=description)
+
+
+def deployment_resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """Every resource fixed by the deployment (`fixed_resource`), except the per-run `SyncOptions`."""
+    return {
+        key: fixed_resource(value)
+        if isinstance(value, dg.ConfigurableResource) and not isinstance(value, SyncOptions)
+        else value
+        for key, value in resources.items()
+    }
 
 
 def gestimum_api(settings: Settings, *, url: Any, company_file: Any, user: Any, password: Any) -> GestimumApi:

@@ -182,8 +182,11 @@ def test_each_company_file_has_its_pool_schedule_and_resources(
     assert set(schedules) == {"acme_gestimum_sync_schedule", "bravo_gestimum_sync_schedule"}
     resources = merged.resources or {}
     assert {"acme_crm", "acme_gestimum", "acme_sync_state", "bravo_sync_state"} <= set(resources)
-    assert resources["acme_sync_state"].schema_name == "gestimum_sync_acme"
-    assert isinstance(resources["bravo_gestimum"].password, dg.EnvVar)
+    wired = {name: c.resources(c.settings()) for name, c in components.items()}
+    assert wired["acme"]["sync_state"].schema_name == "gestimum_sync_acme"
+    assert isinstance(wired["bravo"]["gestimum"].password, dg.EnvVar)
+    # Fixed by the deployment, not run config (issue 23); the UI names the variables, never a value.
+    assert "password from BRAVO_GESTIMUM_PASSWORD" in (resources["bravo_gestimum"].description or "")
     job = merged.resolve_job_def("acme_gestimum_sync")
     assert {k.path[0] for k in job.asset_layer.executable_asset_keys} == {"acme"}
 
