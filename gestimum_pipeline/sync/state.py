@@ -49,7 +49,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from gestimum_pipeline.db import connect, db_reason, validate_identifier
-from gestimum_pipeline.redaction import redact_url
+from gestimum_pipeline.redaction import redact_text, redact_url, url_secrets
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.mapping import MappedRow
 
@@ -540,11 +540,15 @@ class StateStore:
             return
         owner_host, owner_file = found
         if (owner_host, owner_file) != (host, company_file):
+            # redact_text: the company file is configuration, and may hold anything (a URL with its password).
             raise StateStoreOwnerMismatch(
-                f"the state store at {redact_url(self.url)} (schema {self.schema!r}) belongs to company file "
-                f"{owner_file!r} on Gestimum host {owner_host!r}, but this run is set for {company_file!r} on "
-                f"{host!r}: check GESTIMUM_URL and GESTIMUM_FICHIER, or give this company file its own store "
-                f"(SYNC_STATE_DATABASE_URL or another schema, created with `{INIT_COMMAND}`)"
+                redact_text(
+                    f"the state store at {redact_url(self.url)} (schema {self.schema!r}) belongs to company file "
+                    f"{owner_file!r} on Gestimum host {owner_host!r}, but this run is set for {company_file!r} on "
+                    f"{host!r}: check GESTIMUM_URL and GESTIMUM_FICHIER, or give this company file its own store "
+                    f"(SYNC_STATE_DATABASE_URL or another schema, created with `{INIT_COMMAND}`)",
+                    url_secrets(self.url),
+                )
             )
 
     # -- Gestimum access ----------------------------------------------------------------
