@@ -416,6 +416,9 @@ class StateStore:
         # {request id: ledger row id} from mark_in_flight until the outcome is recorded
         # (request ids are readable, not unique across runs).
         self._sent: dict[str, int] = {}
+        # Recorded in the `detail` of every operator action made through this store: how the
+        # action was launched (the Dagster run's tags; that its actor is declared, not proven).
+        self.action_provenance: dict[str, Any] = {}
 
     # -- connection ---------------------------------------------------------------
     @property
@@ -1565,6 +1568,8 @@ class StateStore:
                         json.dumps(
                             {"to": to_status, "document": document, "reason": reason}
                             | ({"run_id": run_id} if run_id else {})
+                            | self.action_provenance,
+                            default=str,
                         ),
                     ),
                 )
