@@ -2,11 +2,14 @@
 
 Each job is one op with typed config (the Launchpad shows its fields and checks them) that
 calls the same operation as the `gestimum-pipeline` command (sync/operator.py). The result
-is in the run log, and the state store's audit trail records the actor and the run id.
+is in the run log, and the state store's audit trail records the actor, the run id, the
+run's tags, and that the actor is declared, not proven: the OSS webserver has no login, so
+anyone who can reach the UI may launch these jobs under any name (docs/security.md).
 """
 # No `from __future__ import annotations`: Dagster reads the ops' config classes from their annotations.
 
 from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -21,6 +24,8 @@ from gestimum_pipeline.sync.state import StateStore
 RETRY_JOB = "operator_retry"
 IGNORE_JOB = "operator_ignore"
 RECONCILE_JOB = "operator_reconcile"
+# Written with each action: the actor is whatever the Launchpad's config says.
+ACTOR_DECLARED = "declared in the run config, not proven (the Dagster UI has no login)"
 
 
 class RetryConfig(dg.Config):
@@ -28,7 +33,7 @@ class RetryConfig(dg.Config):
 
     endpoint: str = Field(description="the endpoint, e.g. documents_stock (see `gestimum-pipeline rejections`)")
     source_keys: list[str] = Field(description="the rows' source keys, as `gestimum-pipeline rejections` lists them")
-    actor: str = Field(description="who is acting (recorded in the state store's audit trail)")
+    actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
 
 
 class IgnoreConfig(dg.Config):
@@ -36,7 +41,7 @@ class IgnoreConfig(dg.Config):
 
     endpoint: str = Field(description="the endpoint, e.g. contacts")
     source_keys: list[str] = Field(description="the rows' source keys")
-    actor: str = Field(description="who is acting (recorded in the state store's audit trail)")
+    actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
     note: str = Field(default="", description="why (recorded as the rows' reason)")
 
 
@@ -45,9 +50,19 @@ class ReconcileConfig(dg.Config):
     `document`) or released (Gestimum does not have them: the next sync sends them)."""
 
     source_keys: list[str] = Field(description="the movements' ids")
-    actor: str = Field(description="who is acting (recorded in the state store's audit trail)")
+    actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
     delivered: bool = Field(description="true: Gestimum has them (give the document); false: send them again")
     document: str = Field(default="", description="the Gestimum document they became (when delivered)")
+
+
+def provenance(context: dg.OpExecutionContext) -> dict[str, Any]:
+    """What the audit trail records of the launch: the run, its tags, and what the actor is worth."""
+    return {
+        "run_id": context.run_id,
+        "run_tags": dict(context.run.tags),
+        "actor_verified": False,
+        "actor_source": ACTOR_DECLARED,
+    }
 
 
 def _run(
@@ -57,6 +72,7 @@ def _run(
     act: Callable[[StateStore], operator.ActionOutcome],
 ) -> operator.ActionOutcome:
     store = sync_state.open(endpoints)
+    store.action_provenance = provenance(context)
     try:
         outcome = act(store)
     except operator.OperatorError as exc:
