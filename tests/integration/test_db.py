@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import psycopg2
 import psycopg2.extensions
@@ -270,3 +273,54 @@ def test_embedded_postgres_lifecycle(pg_data_parent: Path) -> None:
             cur.execute("SELECT x FROM kept")
             assert cur.fetchall() == [(1,)]
         conn.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("length", ["short", "long"])
+def test_the_embedded_socket_is_private_whatever_the_data_directory_length(pg_data_parent: Path, length: str) -> None:
+    """The server trusts local connections: its socket stays in a 0700 directory, the data
+    directory or (a path too long for a socket) a short one of its own, never /tmp/runtime-<uid>/."""
+    data_dir = pg_data_parent / "pg"
+    if length == "long":
+        data_dir = pg_data_parent / ("d" * 60) / ("e" * 60) / "pg"
+        data_dir.parent.mkdir(parents=True)
+    with EmbeddedPostgres(data_dir, cleanup_mode="delete") as server:
+        socket_dir = server.socket_dir
+        assert socket_dir is not None
+        if length == "short":
+            assert socket_dir == data_dir
+        else:
+            assert socket_dir.name.startswith("gestimum-pg-") and "runtime-" not in str(socket_dir)
+        assert _mode(socket_dir) == 0o700
+        (socket_file,) = socket_dir.glob(".s.PGSQL.*[0-9]")
+        assert _mode(socket_file) == 0o700
+        assert f"host={socket_dir}" in unquote(server.url)
+        conn = connect(server.url, "embedded")
+        conn.close()
+        if os.geteuid() == 0:
+            assert _other_user_cannot_connect(server.url)
+
+
+def _other_user_cannot_connect(url: str) -> bool:
+    """Connects from a child process as `nobody`: refused by the socket's permissions."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 2
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                connect(url, "embedded").close()
+                code = 1  # connected: the socket is not private
+            except DatabaseUnavailable as exc:
+                code = 0 if "Permission denied" in str(exc) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
