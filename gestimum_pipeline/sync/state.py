@@ -491,14 +491,22 @@ class StateStore:
             return bool(cur.fetchone()[0])
 
     def open_existing(self) -> int:
-        """Upgrades an existing store to the latest schema; a missing one is an error naming the command."""
+        """Upgrades an existing store to the latest schema; a missing one is an error naming the command.
+
+        A store already at the latest version is only read (no DDL), so the sync's role needs
+        DML on the store's tables alone; DDL is for `state init` and upgrades (docs/security.md).
+        """
         if not self.exists():
             raise StateStoreMissing(
                 f"no state store at {redact_url(self.url)} (schema {self.schema!r}, from {self._setting}): create "
                 f"it with `{INIT_COMMAND}` (or check the URL and schema: a new store would send every movement of "
                 "the range again)"
             )
-        return self.migrate()
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(self._q("SELECT coalesce(max(version), 0) FROM {schema}.schema_migrations"))
+            current = cur.fetchone()[0]
+        return current if current >= _MIGRATIONS[-1][0] else self.migrate()
 
     def init(self, gestimum_url: str, company_file: str, *, actor: str | None = None) -> bool:
         """Creates (or upgrades) the store for this Gestimum host and company file; True if it was new.
