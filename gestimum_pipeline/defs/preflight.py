@@ -205,9 +205,9 @@ def run_preflight(
             report.problems.append(str(exc))
         except psycopg2.Error as exc:
             report.problems.append(
-                f"{sync_state.setting}: the state store schema {sync_state.schema_name!r} cannot be created or "
-                f"migrated ({db_reason(exc)}); grant CREATE on that database to the sync user, or point "
-                "SYNC_STATE_DATABASE_URL at a database where it may"
+                f"{sync_state.setting}: the state store schema {sync_state.schema_name!r} cannot be opened or "
+                f"upgraded ({db_reason(exc)}); grant the sync's role DML on the store's tables "
+                "(docs/security.md), and upgrade an older store with `gestimum-pipeline state init` as its owner"
             )
         report.seconds["state_store"] = time.perf_counter() - started
         # A store with a problem proves nothing and records nothing: the check is made, as always.
