@@ -13,6 +13,7 @@ never reaches the definitions, the UI or the logs.
 import re
 from dataclasses import dataclass, replace
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import dagster as dg
 
@@ -50,6 +51,35 @@ def _secret(field_name: str) -> dg.Resolver:
     )
 
 
+def _url_or_secret(field_name: str) -> dg.Resolver:
+    """A URL written as is, or as `{{ env.VARIABLE }}` (then a `dg.EnvVar`, never rendered). One
+    with a password (a proxy's credentials) must be the latter: defs.yaml is not a secret store,
+    and a plain value is shown by the UI."""
+
+    def resolve(_context: dg.ResolutionContext, raw: object) -> str:
+        text = str(raw or "")
+        match = _ENV_TEMPLATE.match(text)
+        if match is not None:
+            return dg.EnvVar(match.group(1) or match.group(2))
+        try:
+            password = urlsplit(text.strip()).password
+        except ValueError:
+            password = None
+        if password or "{{" in text:
+            raise ValueError(
+                f"{field_name} holds credentials (or a template mixed with text): write it {{{{ env.VARIABLE }}}} "
+                "and set the whole URL in that variable (read at run time, never shown)"
+            )
+        return text
+
+    return dg.Resolver(
+        resolve,
+        model_field_type=str,
+        inject_before_resolve=False,
+        description=f"{field_name}: a URL, or {{{{ env.VARIABLE }}}} when it holds credentials",
+    )
+
+
 def _doc(description: str) -> dg.Resolver:
     return dg.Resolver.default(description=description)
 
@@ -65,7 +95,7 @@ class GestimumSync(dg.Component, dg.Resolvable):
             "its asset keys and of its jobs', schedule's and resources' names"
         ),
     ]
-    gestimum_url: Annotated[str, _doc("Base URL of Gestimum's REST server")]
+    gestimum_url: Annotated[str, _url_or_secret("gestimum_url")]
     company_file: Annotated[str, _doc("The company file, e.g. ACME.Gestimum (its pool is gestimum_<company file>)")]
     user: Annotated[str, _doc("Gestimum user")]
     crm_url: Annotated[dg.EnvVar, _secret("crm_url")]
@@ -90,7 +120,8 @@ class GestimumSync(dg.Component, dg.Resolvable):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"name must be lowercase letters, digits and _ (a key prefix), got {self.name!r}")
         for field_name in ("gestimum_url", "company_file", "user"):
-            if not str(getattr(self, field_name) or "").strip():
+            value = getattr(self, field_name)
+            if not isinstance(value, dg.EnvVar) and not str(value or "").strip():  # an EnvVar is read at run time
                 raise ValueError(f"{field_name} is empty")
         try:
             lag = float(self.max_lag_minutes)

@@ -23,3 +23,42 @@ SECRET = "S3cret-Unit-9x"
 def test_a_resource_repr_shows_no_secret(resource: object) -> None:
     assert SECRET not in repr(resource) and SECRET not in str(resource)
     assert type(resource).__name__ in repr(resource)
+
+
+def _component_yaml(gestimum_url: str) -> str:
+    return f"""\
+name: acme
+gestimum_url: "{gestimum_url}"
+company_file: ACME.Gestimum
+user: SYNC
+password: "{{{{ env.ACME_GESTIMUM_PASSWORD }}}}"
+crm_url: "{{{{ env.ACME_CRM_DATABASE_URL }}}}"
+"""
+
+
+def test_the_component_url_never_shows_proxy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written `{{ env.VARIABLE }}`, the URL stays an EnvVar: the definitions the UI reads (its
+    GraphQL `configuredValues`, the resources' descriptions) name the variable, never the value."""
+    import dagster as dg
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    from gestimum_pipeline.components import GestimumSync
+
+    monkeypatch.setenv("ACME_GESTIMUM_URL", f"http://proxy:{SECRET}@gestimum.example/")
+    component = GestimumSync.resolve_from_yaml(_component_yaml("{{ env.ACME_GESTIMUM_URL }}"))
+    assert isinstance(component.gestimum_url, dg.EnvVar) and component.gestimum_url.env_var_name == "ACME_GESTIMUM_URL"
+    defs = component.build_defs(None)  # type: ignore[arg-type]
+    snapshot = serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
+    assert "url from ACME_GESTIMUM_URL" in snapshot
+    assert SECRET not in snapshot and "proxy:" not in snapshot
+
+
+def test_the_component_refuses_credentials_written_in_defs_yaml() -> None:
+    from gestimum_pipeline.components import GestimumSync
+
+    with pytest.raises(Exception, match=r"gestimum_url holds credentials.*env\.VARIABLE") as refused:
+        GestimumSync.resolve_from_yaml(_component_yaml(f"http://proxy:{SECRET}@gestimum.example/"))
+    assert SECRET not in str(refused.value)
+    plain = GestimumSync.resolve_from_yaml(_component_yaml("https://gestimum.example/"))
+    assert plain.gestimum_url == "https://gestimum.example/"
