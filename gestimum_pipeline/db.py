@@ -50,6 +50,14 @@ class DatabaseUnavailable(RuntimeError):
 def _parse(url: str, setting: str) -> URL:
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"{setting} is empty; expected a PostgreSQL URL such as postgresql://user@host:5432/dbname")
+    # An unencoded `@` in the password: SQLAlchemy splits at the first one, so the rest of the
+    # password becomes the host and the driver quotes it ("could not translate host name").
+    _, has_scheme, rest = url.strip().partition("://")
+    if has_scheme and rest.split("?", 1)[0].count("@") > 1:
+        raise ValueError(
+            f"{setting} holds more than one '@' before its host: write an '@' of the user name or password "
+            f"as %40 ({redact_url(url)})"
+        )
     try:
         return make_url(url.strip())
     except ArgumentError:

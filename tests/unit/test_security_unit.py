@@ -62,3 +62,15 @@ def test_the_component_refuses_credentials_written_in_defs_yaml() -> None:
     assert SECRET not in str(refused.value)
     plain = GestimumSync.resolve_from_yaml(_component_yaml("https://gestimum.example/"))
     assert plain.gestimum_url == "https://gestimum.example/"
+
+
+def test_an_unencoded_at_in_a_database_password_never_leaks_its_tail() -> None:
+    """SQLAlchemy splits `user:Secret@2025x@host` at the first `@`: `2025x` would reach the
+    driver as a host name and be quoted in its error."""
+    from gestimum_pipeline.db import connect
+
+    url = "postgresql://sync:Tail-Head@2025xTail@127.0.0.1:1/crm"
+    with pytest.raises(ValueError, match=r"CRM_DATABASE_URL holds more than one '@'.*%40") as refused:
+        connect(url, "CRM_DATABASE_URL")
+    assert "2025xTail" not in str(refused.value) and "Tail-Head" not in str(refused.value)
+    assert "postgresql://sync:***@127.0.0.1:1/crm" in str(refused.value)
