@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,23 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+# Bidirectional overrides and isolates reorder what the terminal shows ("Trojan Source").
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with control characters (ESC sequences, CR, BEL, C1 codes, bidi overrides) shown
+    escaped: CRM values reach the operator's terminal through the text output."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS
+        else ch
+        for ch in text
+    )
+
+
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -152,7 +170,7 @@ def _cmd_rejections(args: argparse.Namespace) -> int:
     if not rows:
         print("nothing rejected, held or undelivered")
         return 0
-    table = [[str(_jsonable(r[c]) if r[c] is not None else "") for c in _LIST_COLUMNS] for r in rows]
+    table = [[terminal_safe(str(_jsonable(r[c])) if r[c] is not None else "") for c in _LIST_COLUMNS] for r in rows]
     widths = [min(60, max(len(c), *(len(t[i]) for t in table))) for i, c in enumerate(_LIST_COLUMNS)]
     print("  ".join(c.ljust(w) for c, w in zip(_LIST_COLUMNS, widths, strict=True)))
     for t in table:
@@ -257,7 +275,8 @@ def _cmd_actions(args: argparse.Namespace) -> int:
     for r in rows:
         detail = r["detail"] or {}
         extra = ", ".join(f"{k}={v}" for k, v in detail.items() if v is not None)
-        print(f"{_jsonable(r['at'])}  {r['actor']}  {r['action']}  {r['endpoint']}  {r['source_key']}  {extra}")
+        line = f"{_jsonable(r['at'])}  {r['actor']}  {r['action']}  {r['endpoint']}  {r['source_key']}  {extra}"
+        print(terminal_safe(line))
     print(f"\n{len(rows)} actions")
     return 0
 

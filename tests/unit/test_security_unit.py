@@ -74,3 +74,19 @@ def test_an_unencoded_at_in_a_database_password_never_leaks_its_tail() -> None:
         connect(url, "CRM_DATABASE_URL")
     assert "2025xTail" not in str(refused.value) and "Tail-Head" not in str(refused.value)
     assert "postgresql://sync:***@127.0.0.1:1/crm" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("Alpha \x1b[2J\x1b]0;pwned\x07", "Alpha \\x1b[2J\\x1b]0;pwned\\x07"),
+        ("line\r\nover\twritten", "line\\r\\nover\\twritten"),
+        ("C1 \x9b31m", "C1 \\x9b31m"),
+        ("admin\u202egnp.exe", "admin\\u202egnp.exe"),
+        ("Bêta Équipement 🚀 SARL", "Bêta Équipement 🚀 SARL"),
+    ],
+)
+def test_terminal_output_escapes_control_characters(raw: str, shown: str) -> None:
+    from gestimum_pipeline.cli import terminal_safe
+
+    assert terminal_safe(raw) == shown
