@@ -14,6 +14,7 @@ Links are bare URLs, which every receiver turns into links.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -107,9 +108,22 @@ def webhook_host(url: str) -> str:
 # --------------------------------------------------------------------------- payloads
 
 
+# Receivers differ (Slack's mrkdwn; Markdown for Mattermost and Rocket.Chat), so markup that
+# any of them acts on is broken by a zero-width space (U+200B): shown the same, never acted on.
+_ZWSP = "\u200b"
+# @channel, @here, @all, @everyone, @someone; not the @ of an e-mail or a (redacted) URL's user:***@host.
+_MENTION = re.compile(r"(?<![\w*%.:/+-])@(?=[\w.-])")
+_MARKDOWN_LINK = re.compile(r"\]\(")  # [text](url)
+_FENCE = re.compile(r"`(?=`)")  # ``` code fences, and `` spans
+
+
 def _escape(text: str) -> str:
-    # Slack's mrkdwn treats <, > and & as control characters (links, mentions).
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """A value (CRM data, error text) as inert text for the receiver's markup."""
+    # Slack's mrkdwn treats <, > and & as control characters (links, <!channel> mentions).
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MENTION.sub("@" + _ZWSP, text)
+    text = _MARKDOWN_LINK.sub("]" + _ZWSP + "(", text)
+    return _FENCE.sub("`" + _ZWSP, text)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -285,7 +299,11 @@ class WebhookNotifier:
         """Posts `payload` as JSON; raises WebhookError naming only the host when it was not accepted."""
         attempts = self.retries + 1
         try:
-            response = self._session.post(self._url, json=dict(payload), timeout=self.timeout_seconds)
+            # No redirects: a receiver (or whoever took over its host) must not send the alert,
+            # and the token-bearing request, to another origin.
+            response = self._session.post(
+                self._url, json=dict(payload), timeout=self.timeout_seconds, allow_redirects=False
+            )
         # `from None` below: the chained requests exception quotes the URL, token included.
         except requests.ConnectionError as exc:  # includes a connect timeout: nothing was sent
             raise WebhookError(
@@ -298,6 +316,11 @@ class WebhookNotifier:
         except requests.RequestException as exc:
             raise WebhookError(f"alert webhook at {self.host} failed: {type(exc).__name__}") from None
         try:
+            if response.is_redirect:
+                raise WebhookError(
+                    f"alert webhook at {self.host} answered HTTP {response.status_code}, a redirect: not followed "
+                    "(set GESTIMUM_ALERT_WEBHOOK_URL to the final URL)"
+                )
             if response.status_code >= 400:
                 body = redact_text(response.text[:200], self.secrets).strip()
                 raise WebhookError(

@@ -90,3 +90,24 @@ def test_terminal_output_escapes_control_characters(raw: str, shown: str) -> Non
     from gestimum_pipeline.cli import terminal_safe
 
     assert terminal_safe(raw) == shown
+
+
+def test_webhook_alerts_render_crm_values_as_inert_text() -> None:
+    from gestimum_pipeline.notify.webhook import check_failure_payload
+
+    hostile = "@channel @here <!everyone> [click](https://evil.example/login) ```\nfake alert\n```"
+    payload = check_failure_payload(
+        asset_key_path=["gestimum", "clients"],
+        check_name="no_rejected_lines",
+        severity="WARN",
+        description=f"2 rows rejected {hostile}",
+        metadata={"rejected": 2},
+        samples=[{"source_key": "C1", "reason": hostile}],
+    )
+    text = payload["text"]
+    assert payload["blocks"][0]["text"]["text"] == text
+    for live in ("@channel", "@here", "<!everyone>", "](", "```"):
+        assert live not in text, live
+    # Still readable: a zero-width space breaks the markup, the characters stay.
+    assert "@\u200bchannel" in text and "]\u200b(https://evil.example/login)" in text and "&lt;!everyone&gt;" in text
+    assert text.count("*") == 2  # the project's own markup (the bold title) is kept
