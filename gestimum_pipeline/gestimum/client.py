@@ -200,6 +200,11 @@ class GestimumClient:
             )
         elif parts.scheme == "http" and company.password:
             self._log.warning("Gestimum URL %s is plain HTTP: the password travels unencrypted", self.shown_url)
+        elif verify is True and parts.scheme == "https":
+            # requests' trust_env: with no CA bundle of ours, these variables choose the trusted CAs.
+            variable = next((v for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(v)), None)
+            if variable is not None:
+                self._log.info("TLS: Gestimum's certificate is checked against the CA bundle of %s", variable)
 
     @property
     def requests_made(self) -> int:
@@ -332,6 +337,9 @@ class GestimumClient:
                     data=data,
                     timeout=(self.connect_timeout, self.read_timeout),
                     allow_redirects=False,  # a redirected POST may lose its body, or change method
+                    # Explicit: left to the session, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would override
+                    # GESTIMUM_CA_BUNDLE and GESTIMUM_VERIFY_TLS=false (requests' merge_environment_settings).
+                    verify=self.verify,
                 )
             except requests.RequestException as exc:
                 outcome = type(exc).__name__
