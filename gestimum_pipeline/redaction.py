@@ -5,7 +5,9 @@ through these functions. Over-hiding is harmless; under-hiding is a leak, so eac
 errs towards hiding:
 
 * `redact(text, secrets)`: known secrets, raw, as JSON escapes them (a password
-  holding `"` or `\\` appears escaped in a request body or a JSON answer), and as repr() shows those;
+  holding `"` or `\\` appears escaped in a request body or a JSON answer), HTML-escaped and
+  percent-encoded (an echoing error page or proxy), and as repr() shows those; a text is
+  redacted whole, before it is cut: a secret cut in two no longer matches;
 * `redact_url(url)`: the password of a `scheme://user:password@host` URL (up to the
   *last* `@`, so an unencoded `@` or `/` in it stays hidden), and `password=` values in a
   query string or a libpq keyword string (`host=h password='a b'`);
@@ -14,10 +16,11 @@ errs towards hiding:
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 REDACTED = "***"
 
@@ -30,10 +33,22 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]]+")
 
 def _forms(secret: str) -> list[str]:
     """The secret as written, as JSON writes it inside a string (escaped quotes, backslashes),
-    and each of those as Python's repr() shows it (an answer quoted with !r doubles backslashes)."""
+    as an HTML page or a URL echoes it (HTML-escaped, percent-encoded), and each of those as
+    Python's repr() shows it (an answer quoted with !r doubles backslashes)."""
     escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
     ascii_escaped = json.dumps(secret)[1:-1]
-    written = (secret, escaped, ascii_escaped)
+    html_escaped = html.escape(secret)
+    written = (
+        secret,
+        escaped,
+        ascii_escaped,
+        html_escaped,
+        html_escaped.replace("&#x27;", "&#39;"),
+        html.escape(secret, quote=False),
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+        quote(secret),  # "/" kept, as in a path
+    )
     return list(dict.fromkeys((*written, *(repr(form)[1:-1] for form in written))))
 
 

@@ -29,7 +29,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -420,7 +420,7 @@ class GestimumClient:
     ) -> ImportResult | _Failure:
         status = response.status_code
         name = endpoint.name
-        payload, snippet = self._decode(response)
+        payload, snippet = self._decode(response, self.redact)
 
         if status == 503 or status in (408, 429):
             return _Failure(
@@ -467,7 +467,7 @@ class GestimumClient:
             return self._malformed(endpoint, status, f"unexpected HTTP status {status}")
         entry = envelope_entry(payload)
         if entry is None:
-            shown = snippet if payload is None else json.dumps(payload, ensure_ascii=False)[:_SNIPPET]
+            shown = snippet if payload is None else self.redact(json.dumps(payload, ensure_ascii=False))[:_SNIPPET]
             return self._malformed(endpoint, status, f"not the documented JSON envelope: {shown!r}")
         if entry[RESPONSE_RESULTAT] != RESULTAT_SUCCESS:
             # A refusal in a 200 (company not opened, envelope refused): nothing processed.
@@ -526,18 +526,20 @@ class GestimumClient:
         )
 
     @staticmethod
-    def _decode(response: requests.Response) -> tuple[object | None, str]:
-        """(decoded JSON or None, a short text snippet of the answer)."""
+    def _decode(response: requests.Response, redact_text: Callable[[str], str]) -> tuple[object | None, str]:
+        """(decoded JSON or None, a short text snippet of the answer, redacted before it is cut:
+        a password cut in two would no longer be recognised)."""
         content = response.content or b""
         try:
             text = content.decode(response.encoding or "utf-8")
         except (LookupError, UnicodeDecodeError):
             text = content.decode("utf-8", errors="replace")
-            return None, text[:_SNIPPET]
+            return None, redact_text(text)[:_SNIPPET]
+        snippet = redact_text(text)[:_SNIPPET]
         try:
-            return json.loads(text), text[:_SNIPPET]
+            return json.loads(text), snippet  # decisions read the answer as sent, never a redacted one
         except ValueError:
-            return None, text[:_SNIPPET]
+            return None, snippet
 
     @staticmethod
     def _said(payload: object) -> str:

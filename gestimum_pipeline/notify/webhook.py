@@ -322,7 +322,7 @@ class WebhookNotifier:
                     "(set GESTIMUM_ALERT_WEBHOOK_URL to the final URL)"
                 )
             if response.status_code >= 400:
-                body = redact_text(response.text[:200], self.secrets).strip()
+                body = redact_text(response.text, self.secrets)[:200].strip()  # redacted whole, then cut
                 raise WebhookError(
                     f"alert webhook at {self.host} answered HTTP {response.status_code}"
                     + (f" after {attempts} attempts" if response.status_code in RETRY_STATUSES else "")
