@@ -17,13 +17,41 @@ if TYPE_CHECKING:
     from gestimum_pipeline.sync.operator import ActionOutcome
     from gestimum_pipeline.sync.state import StateStore
 
-STATE_URL_HELP = "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL)"
+STATE_URL_HELP = (
+    "state store URL (default: $SYNC_STATE_DATABASE_URL, else $CRM_DATABASE_URL); one with a password is "
+    "visible to every local user in `ps`: prefer the variables or --database-url-file"
+)
+URL_FILE_HELP = "read the database URL from this file (keeps a password out of the command line)"
+
+
+def _url_from_argv(value: str | None, option: str) -> str | None:
+    """`value`, with a warning when it carries a password: argv is readable by every local user (`ps`)."""
+    from gestimum_pipeline.redaction import url_secrets
+
+    if value and (url_secrets(value) or "password=" in value.lower()):
+        print(
+            f"warning: {option} carries a password, which every local user can read (ps, /proc): set the "
+            "environment variable instead, or pass the URL in a file with --database-url-file",
+            file=sys.stderr,
+        )
+    return value
+
+
+def _url_from_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as source:
+            return source.read().strip()
+    except OSError as exc:
+        raise SystemExit(f"--database-url-file: cannot read {path}: {exc.strerror}") from None
 
 
 def _state_url(args: argparse.Namespace) -> tuple[str, str]:
     """The state store URL and where it came from (named in error messages, never the URL's password)."""
     for setting, value in (
-        ("--database-url", args.database_url),
+        ("--database-url", _url_from_argv(args.database_url, "--database-url")),
+        ("--database-url-file", _url_from_file(args.database_url_file)),
         ("SYNC_STATE_DATABASE_URL", os.environ.get("SYNC_STATE_DATABASE_URL")),
         ("CRM_DATABASE_URL", os.environ.get("CRM_DATABASE_URL")),
     ):
@@ -88,7 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(
         home=Path(args.home) if args.home else None,
-        database_url=args.database_url,
+        database_url=_url_from_argv(args.database_url, "--database-url") or _url_from_file(args.database_url_file),
         days=args.days,
         customers_per_day=args.customers_per_day,
     )
@@ -294,6 +322,7 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     demo = sub.add_parser("demo", help="run the whole sync on an embedded PostgreSQL and the simulator")
     demo.add_argument("--home", help="where the embedded PostgreSQL and DAGSTER_HOME live")
     demo.add_argument("--database-url", help="use this PostgreSQL server instead of the embedded one")
+    demo.add_argument("--database-url-file", help=URL_FILE_HELP)
     demo.add_argument("--days", type=int, default=3)
     demo.add_argument("--customers-per-day", type=int, default=20)
     demo.set_defaults(func=_cmd_demo)
@@ -306,6 +335,7 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
 
     def state_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--database-url", help=STATE_URL_HELP)
+        p.add_argument("--database-url-file", help=URL_FILE_HELP)
         p.add_argument("--schema", default="gestimum_sync")
 
     state = sub.add_parser("state", help="the sync state store")
