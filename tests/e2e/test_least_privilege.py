@@ -19,7 +19,7 @@ from invariants import statuses
 from reliability import Deployment, admin_url_of, deployment, run_job, seed_standard
 
 from gestimum_pipeline.cli import main as cli
-from gestimum_pipeline.db import connect, url_with
+from gestimum_pipeline.db import connect, database_name, url_with
 
 pytestmark = pytest.mark.slow
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -63,8 +63,7 @@ def least(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deploymen
     ensure_roles(pg_server_url)
     with deployment(pg_server_url, separate_state=True, template=sync_role_crm_template) as owner:
         seed_standard(owner.crm_url)
-        crm_db = owner.crm_url.rsplit("/", 1)[1]
-        state_db = owner.state_url.rsplit("/", 1)[1]
+        crm_db, state_db = database_name(owner.crm_url), database_name(owner.state_url)
         crm_grants = documented_grants("CRM reader", {"crm_db": crm_db, "crm_schema": "crm", "crm_role": CRM_READER})
         state_grants = documented_grants(
             "state-store writer", {"state_db": state_db, "state_schema": "gestimum_sync", "state_role": STATE_WRITER}
