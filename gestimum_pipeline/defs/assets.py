@@ -55,6 +55,7 @@ from gestimum_pipeline.sync.engine import (
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.mapping import MAPPING_VERSION
+from gestimum_pipeline.sync.state import Status
 
 OWNERS = ["team:data-engineering"]
 SOURCE_CONTRACT_CHECK = "source_contract"
@@ -517,8 +518,8 @@ def build_sink(
                 yield _statistics_result([str(answer_problem)], None)
             raise failure
         assert report is not None
-        metadata = _send_metadata(report, counts.get("pending", 0), lineage)
-        problems = statistics_problems(report, counts.get("in_flight", 0), endpoints)
+        metadata = _send_metadata(report, counts.get(Status.PENDING, 0), lineage)
+        problems = statistics_problems(report, counts.get(Status.IN_FLIGHT, 0), endpoints)
         statistics = _statistics_result(problems, report)
         if spec.creates_documents and report.delivery_unknown:
             yield statistics

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gestimum_pipeline.sync.endpoints import EndpointRegistry
-from gestimum_pipeline.sync.state import StateStore
+from gestimum_pipeline.sync.state import StateStore, Status
 
 
 class OperatorError(ValueError):
@@ -107,8 +107,8 @@ def retry(
         endpoint,
         keys,
         actor=actor,
-        from_statuses=("rejected", "held", "ignored"),
-        to_status="pending",
+        from_statuses=(Status.REJECTED, Status.HELD, Status.IGNORED),
+        to_status=Status.PENDING,
         needs_line=True,
         run_id=run_id,
     )
@@ -132,8 +132,8 @@ def ignore(
         endpoint,
         keys,
         actor=actor,
-        from_statuses=("rejected", "held", "pending"),
-        to_status="ignored",
+        from_statuses=(Status.REJECTED, Status.HELD, Status.PENDING),
+        to_status=Status.IGNORED,
         reason=note,
         run_id=run_id,
     )
@@ -170,8 +170,8 @@ def reconcile(
             endpoint,
             keys,
             actor=actor,
-            from_statuses=("delivery_unknown",),
-            to_status="imported",
+            from_statuses=(Status.DELIVERY_UNKNOWN,),
+            to_status=Status.IMPORTED,
             document=(document or "").strip(),
             run_id=run_id,
         )
@@ -181,7 +181,7 @@ def reconcile(
         endpoint,
         keys,
         actor=actor,
-        from_statuses=("delivery_unknown",),
-        to_status="pending",
+        from_statuses=(Status.DELIVERY_UNKNOWN,),
+        to_status=Status.PENDING,
         run_id=run_id,
     )
