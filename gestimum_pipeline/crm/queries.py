@@ -198,6 +198,27 @@ def count_window(
 _SIGNED_KINDS = ("r", "p", "m")
 
 
+def snapshot_version(conn: psycopg2.extensions.connection) -> Decimal:
+    """The order of the caller's snapshot among the CRM's snapshots: a later read is at least as new.
+
+    The version of every row a transform stages is the snapshot it was read in (issue 18):
+    a row's own timestamps cannot order versions (`updated_at = now()` is the writing
+    transaction's start, not its commit; a stock movement's `moved_at` never moves; a view may
+    have neither). A snapshot taken later sees every commit an earlier one saw: its `xmax`
+    (the first transaction id not yet completed, 64-bit, never wrapping) is at least as
+    large, and with an equal `xmax` it has no more transactions in progress. Hence
+    `xmax * 10^6 + (10^6 - 1 - in progress)`: larger means newer or equal, for every row.
+    Read it in the REPEATABLE READ transaction that reads the rows (their snapshot).
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT txid_snapshot_xmax(s)::numeric * 1000000"
+            " + (999999 - least((SELECT count(*) FROM txid_snapshot_xip(s)), 999999))"
+            " FROM txid_current_snapshot() AS s"
+        )
+        return Decimal(cur.fetchone()[0])
+
+
 def window_signature(
     conn: psycopg2.extensions.connection,
     schema: str,

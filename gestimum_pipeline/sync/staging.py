@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.extensions
 
 from gestimum_pipeline.crm import contract
-from gestimum_pipeline.crm.queries import stream_window, window_signature
+from gestimum_pipeline.crm.queries import snapshot_version, stream_window, window_signature
 from gestimum_pipeline.db import db_reason
 from gestimum_pipeline.sync.endpoints import EndpointSpec
 from gestimum_pipeline.sync.errors import SourceReadError, StateStoreFailure
@@ -117,6 +117,8 @@ def stage_endpoint(
         # are exactly those of its last complete staging (same mapping) is not read again.
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
         signature = window_signature(conn, crm_schema, relation, window.start, window.end)
+        # The order of this snapshot among the CRM's: the version of every row read below.
+        version = snapshot_version(conn)
         if (
             signature is not None
             and not force
@@ -160,14 +162,17 @@ def stage_endpoint(
             collect()
             in_flight = (
                 writer.submit(
-                    lambda mapped=mapped: state.stage(endpoint, mapped, partition=partition, run_id=run_id, force=force)
+                    lambda mapped=mapped: state.stage(
+                        endpoint, mapped, partition=partition, run_id=run_id, force=force, source_version=version
+                    )
                 ),
                 len(chunk),
             )
         collect()
         progress.finish(report.rows_read)
-        if spec.case_folded and report.staged:
-            # Only rows staged now can newly collide (one hash join over the endpoint's records).
+        if spec.case_folded:
+            # Always, even when nothing was staged now: an attempt that staged `ACME` and `acme` may
+            # have stopped before refusing them (one hash join, only when rows are pending).
             collisions = state.reject_case_collisions(endpoint, spec.key_field)
             report.staged -= len(collisions)
             report.rejected_locally += len(collisions)
@@ -176,10 +181,12 @@ def stage_endpoint(
                 if len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((key, reason))
         # A window with a row the store refused to take (a stock movement changed after it was
-        # sent) is read again by the next run: never recorded as unchanged.
+        # sent, or a newer version staged by another run: this run lost) is read again by the
+        # next run: never recorded as unchanged; nor does an older snapshot's signature replace
+        # a newer one.
         if signature is not None and not report.window_unchanged and not report.skipped:
             state.record_window_signature(
-                endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id
+                endpoint, mapper.fingerprint, window.start, window.end, signature, run_id=run_id, source_version=version
             )
         state.record_staged_window(endpoint, window.start, window.end, run_id=run_id)  # for the coverage check
     except psycopg2.Error as exc:  # the window's signature, or the state store between chunks

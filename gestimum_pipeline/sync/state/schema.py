@@ -15,9 +15,20 @@ MIGRATIONS = sqlfiles.migrations()
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def gestimum_host(url: str) -> str:
-    """The host part of a Gestimum URL, as the store records it (lower case, no port, no credentials)."""
-    return (urlsplit(url).hostname or url).lower()
+    """The Gestimum server of a URL, as the store records it: the host in lower case, with its port
+    unless the scheme's default (a test Gestimum on the production host listens on another
+    port, and is another owner); never credentials."""
+    parts = urlsplit(url)
+    host = (parts.hostname or url).lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port: the URL's own check names it; the host alone is recorded
+        port = None
+    return host if port is None or port == _DEFAULT_PORTS.get(parts.scheme.lower()) else f"{host}:{port}"
 
 
 class SchemaMixin(StoreBase):

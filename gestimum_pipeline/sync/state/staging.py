@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
+from decimal import Decimal
 
+from gestimum_pipeline.crm import contract
 from gestimum_pipeline.sync.mapping import MappedRow
 from gestimum_pipeline.sync.state.base import StageCounts, StoreBase
 from gestimum_pipeline.sync.state.status import Status
@@ -25,12 +27,16 @@ class StagingMixin(StoreBase):
         partition: str | None,
         run_id: str | None,
         force: bool = False,
+        source_version: Decimal | None = None,
     ) -> StageCounts:
         """Records a chunk of mapped rows: changed rows become pending, invalid ones rejected.
 
         Unchanged rows are left alone, so a rerun stages nothing. Stock movements are
-        immutable once known: only a pending or locally rejected movement is re-staged,
-        and `force` never re-sends one.
+        immutable once known: only a pending or locally rejected movement (or one withdrawn,
+        never sent) is re-staged, and `force` never re-sends one. `source_version` orders CRM
+        versions (crm.queries.snapshot_version of the snapshot the rows were read in): a row
+        staged from a newer snapshot is never replaced by this one's (counted as skipped).
+        None: no order known (a row read outside a transform), taken as it comes.
         """
         if not rows:
             return StageCounts(0, 0, 0)
@@ -44,16 +50,20 @@ class StagingMixin(StoreBase):
             cur.copy_expert("COPY staged_rows FROM STDIN", buf)
             cur.execute(
                 self._sql("stage_stock" if documents else "stage_master"),
-                {"endpoint": endpoint, "partition": partition, "run_id": run_id, "force": force},
+                {
+                    "endpoint": endpoint,
+                    "partition": partition,
+                    "run_id": run_id,
+                    "force": force,
+                    "version": source_version,
+                },
             )
             statuses = [s for (s,) in cur.fetchall()]
             skipped = 0
             # When every row was taken, none diverged and none was refused: no join at all.
-            if len(statuses) < len(rows) and documents:
-                cur.execute(self._sql("stage_stock_diverged"), (endpoint,))
-                cur.execute(self._sql("stage_count_diverged"), (endpoint,))
-                skipped = int(cur.fetchone()[0])
-            elif len(statuses) < len(rows):
+            if len(statuses) < len(rows):
+                if documents:
+                    cur.execute(self._sql("stage_stock_diverged"), {"endpoint": endpoint, "version": source_version})
                 cur.execute(self._sql("stage_count_refused"), (endpoint,))
                 skipped = int(cur.fetchone()[0])
             self._compact_counts(cur)
@@ -75,8 +85,16 @@ class StagingMixin(StoreBase):
         conn = self.conn
         with conn, conn.cursor() as cur:
             cur.execute("SET LOCAL enable_nestloop = off")
-            cur.execute(self._sql("reject_case_collisions"), {"e": endpoint, "f": field_code})
+            cur.execute(
+                self._sql("reject_case_collisions"),
+                {"e": endpoint, "f": field_code, "composite": self._composite_keys(endpoint)},
+            )
             return [(k, reason) for k, reason in cur.fetchall()]
+
+    def _composite_keys(self, endpoint: str) -> bool:
+        """Whether the endpoint's keys are JSON arrays of codes (sync.mapping.source_key)."""
+        spec = self.endpoints.get(endpoint)
+        return len(contract.relation(spec.relation).key_columns) > 1
 
     def hold_orphans(self, endpoint: str) -> int:
         """Pending rows whose parent is rejected, held or ignored are held, not sent to certain failure."""

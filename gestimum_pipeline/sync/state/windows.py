@@ -47,13 +47,15 @@ class WindowsMixin(StoreBase):
         signature: tuple[int, Decimal],
         *,
         run_id: str | None,
+        source_version: Decimal | None = None,
     ) -> None:
-        """Called once every row of the window read under `signature` is staged."""
+        """Called once every row of the window read under `signature` is staged. A signature read
+        in an older snapshot (`source_version`) than the one recorded never replaces it."""
         conn = self.conn
         with conn, conn.cursor() as cur:
             cur.execute(
                 self._sql("record_window_signature"),
-                (endpoint, mapping, start, end, signature[0], signature[1], run_id),
+                (endpoint, mapping, start, end, signature[0], signature[1], run_id, source_version),
             )
 
     def record_staged_window(self, endpoint: str, start: datetime, end: datetime, *, run_id: str | None) -> None:

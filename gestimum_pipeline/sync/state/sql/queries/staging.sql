@@ -12,11 +12,11 @@ CREATE TEMP TABLE IF NOT EXISTS staged_rows (
 -- the new version and stays in flight: the outcome of the line sent is recorded against
 -- `sent_hash`, then the change is sent next. `force` re-stages unchanged rows too.
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
-    parent_key, group_key, sort_key, reason, reason_source, partition, run_id)
+    parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
        s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
-       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s
+       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s, %(version)s::numeric
 FROM staged_rows s
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
     status = CASE WHEN r.status = 'in_flight' THEN 'in_flight' ELSE EXCLUDED.status END,
@@ -24,23 +24,26 @@ ON CONFLICT (endpoint, source_key) DO UPDATE SET
     parent_key = EXCLUDED.parent_key, group_key = EXCLUDED.group_key,
     sort_key = EXCLUDED.sort_key, reason = EXCLUDED.reason,
     reason_source = EXCLUDED.reason_source, partition = EXCLUDED.partition,
-    run_id = EXCLUDED.run_id, updated_at = now()
+    run_id = EXCLUDED.run_id, source_version = EXCLUDED.source_version, updated_at = now()
 WHERE r.status <> 'delivery_unknown'
   AND (r.content_hash IS DISTINCT FROM EXCLUDED.content_hash
        OR (%(force)s AND r.status NOT IN ('ignored', 'in_flight')))
+  -- Never an older CRM version over a newer one (a backfill's snapshot beside the hourly run's).
+  AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
 RETURNING status
 
 -- name: stage_stock
 -- events: stage, stage_invalid
--- Stock movements are immutable once known: only a pending or locally rejected movement is
--- re-staged. A movement in an open request keeps the line sent: a new version is noted
--- aside (stage_stock_diverged), never sent after it.
+-- Stock movements are immutable once known: only a pending or locally rejected movement (or
+-- one withdrawn, never sent) is re-staged. A movement in an open request keeps the line sent,
+-- whatever the staging's snapshot (not_in_open_request, migration 0008, evaluated last): a
+-- new version is noted aside (stage_stock_diverged), never sent after it.
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
-    parent_key, group_key, sort_key, reason, reason_source, partition, run_id)
+    parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
        s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
-       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s
+       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s, %(version)s::numeric
 FROM staged_rows s
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
     status = EXCLUDED.status,
@@ -48,11 +51,13 @@ ON CONFLICT (endpoint, source_key) DO UPDATE SET
     parent_key = EXCLUDED.parent_key, group_key = EXCLUDED.group_key,
     sort_key = EXCLUDED.sort_key, reason = EXCLUDED.reason,
     reason_source = EXCLUDED.reason_source, partition = EXCLUDED.partition,
-    run_id = EXCLUDED.run_id, updated_at = now()
-WHERE (r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))
-  AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-  AND NOT EXISTS (SELECT 1 FROM {schema}.requests q WHERE q.state = 'in_flight'
-                  AND q.endpoint = r.endpoint AND q.keys && ARRAY[r.source_key])
+    run_id = EXCLUDED.run_id, source_version = EXCLUDED.source_version, updated_at = now()
+WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))
+       AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+       -- Withdrawn because it was gone from the CRM at send time (never sent): back, it reopens.
+       OR (r.status = 'ignored' AND r.reason_source = 'crm'))
+  AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
+  AND {schema}.not_in_open_request(r.endpoint, r.source_key)
 RETURNING status
 
 -- name: stage_stock_diverged
@@ -62,17 +67,14 @@ UPDATE {schema}.records r SET
     diverged_hash = CASE WHEN r.content_hash = s.content_hash THEN NULL ELSE s.content_hash END,
     diverged_at = CASE WHEN r.content_hash = s.content_hash THEN NULL ELSE coalesce(r.diverged_at, now()) END
 FROM staged_rows s
-WHERE r.endpoint = %s AND r.source_key = s.source_key
+WHERE r.endpoint = %(endpoint)s AND r.source_key = s.source_key
+  AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
   AND (r.content_hash IS DISTINCT FROM s.content_hash OR r.diverged_hash IS NOT NULL)
   AND r.diverged_hash IS DISTINCT FROM (CASE WHEN r.content_hash = s.content_hash THEN NULL ELSE s.content_hash END)
 
--- name: stage_count_diverged
-SELECT count(*) FROM staged_rows s
-JOIN {schema}.records r ON r.endpoint = %s AND r.source_key = s.source_key
-WHERE r.diverged_hash IS NOT NULL
-
 -- name: stage_count_refused
--- Rows left alone are unchanged, or a version the store refused: after the upsert only the
+-- Rows left alone are unchanged, or a version the store refused (a stock movement already
+-- sent or in flight, or an older version than the one staged): after the upsert only the
 -- latter still differ.
 SELECT count(*) FROM staged_rows s
 JOIN {schema}.records r ON r.endpoint = %s AND r.source_key = s.source_key
@@ -86,9 +88,10 @@ WITH collisions AS (
     SELECT n.source_key, min(o.source_key) AS other
     FROM {schema}.records n
     JOIN {schema}.records o ON o.endpoint = n.endpoint AND o.source_key <> n.source_key
-         AND lower(rtrim(o.source_key)) = lower(rtrim(n.source_key))
+         AND {schema}.folded_key(o.source_key, %(composite)s) = {schema}.folded_key(n.source_key, %(composite)s)
+    -- Every partner counts, whatever its status: one rejected or ignored today may be fixed
+    -- or re-queued tomorrow, and then overwrite the other in Gestimum.
     WHERE n.endpoint = %(e)s AND n.status = 'pending'
-      AND o.status NOT IN ('rejected', 'ignored')
     GROUP BY n.source_key
 )
 UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', updated_at = now(),
