@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from gestimum_pipeline.defs.assets import sink_key
-from gestimum_pipeline.defs.resources import CrmDatabase, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
 from gestimum_pipeline.defs.settings import Settings
-from gestimum_pipeline.gestimum.envelope import LineFormat
 from gestimum_pipeline.sync import health
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
@@ -51,6 +50,7 @@ class _Inputs:
     endpoint: str
     store: StateStore
     crm: CrmDatabase
+    gestimum: GestimumApi  # its line format only: the check maps rows as the transform does
     sync_options: SyncOptions
 
 
@@ -68,7 +68,8 @@ def _coverage(endpoint: str, settings: Settings, endpoints: EndpointRegistry) ->
     not_before = datetime.combine(date.fromisoformat(settings.start_date), time(), ZoneInfo(settings.timezone))
 
     def evaluate(inputs: _Inputs) -> health.Finding:
-        mapper = spec.make_mapper(LineFormat().encoder(), inputs.sync_options.account_prefix)  # only its keys
+        # The transform's own mapping, so the versions compared are the lines it would stage.
+        mapper = spec.make_mapper(inputs.gestimum.line_format().encoder(), inputs.sync_options.account_prefix)
         conn = inputs.crm.connect()
         try:
             schema = inputs.crm.checked_schema([spec.relation])
@@ -145,7 +146,7 @@ def build_state_checks(
     settings = settings or Settings()
     checks = _sink_state_checks(endpoint, max_waiting_minutes, endpoints, settings)
     asset = sink_key(endpoint, settings)
-    keys = {name: settings.scoped(name) for name in ("crm", "sync_state", "sync_options")}  # the company file's
+    keys = {name: settings.scoped(name) for name in ("crm", "gestimum", "sync_state", "sync_options")}  # its own
 
     @dg.multi_asset_check(
         name=settings.scoped(f"{endpoint}_state_checks"),
@@ -157,7 +158,11 @@ def build_state_checks(
         sync_state: SyncStateDatabase = getattr(context.resources, keys["sync_state"])
         store = sync_state.open(endpoints)
         inputs = _Inputs(
-            endpoint, store, getattr(context.resources, keys["crm"]), getattr(context.resources, keys["sync_options"])
+            endpoint,
+            store,
+            getattr(context.resources, keys["crm"]),
+            getattr(context.resources, keys["gestimum"]),
+            getattr(context.resources, keys["sync_options"]),
         )
         try:
             for check in checks:
