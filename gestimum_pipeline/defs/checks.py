@@ -90,8 +90,9 @@ def _sink_state_checks(
         _StateCheck(
             "no_rejected_lines",
             "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
-            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it (a stock movement "
-            "rejected by Gestimum needs `gestimum-pipeline retry`).",
+            "(source key, reason) are in the metadata. A rejected row was not imported: every run reads it again "
+            "from the CRM, so fixing it there sends it at the next run; `gestimum-pipeline retry` re-queues one "
+            "whose cause was fixed in Gestimum.",
             warn,
             lambda i: health.rejections(i.store, i.endpoint),
         ),
@@ -107,8 +108,9 @@ def _sink_state_checks(
         checks.append(
             _StateCheck(
                 "no_movement_changed_after_sending",
-                "Warns while stock movements already sent were edited in the CRM since: they are never re-sent "
-                "(that would create another document) and need a correction in Gestimum.",
+                "Warns while stock movements already sent (imported, or in delivery_unknown) were edited in the CRM "
+                "since: they are never re-sent (that would create another document); restore the CRM row or "
+                "correct the document in Gestimum.",
                 warn,
                 lambda i: health.stock_diverged(i.store, i.endpoint),
             )
@@ -125,9 +127,10 @@ def _sink_state_checks(
     checks.append(
         _StateCheck(
             "crm_rows_in_state_store",
-            f"Fails when `{endpoints.get(endpoint).relation}` rows changed inside windows already synced are not "
-            "in the state store (never read by any run); shows how many rows changed before "
-            "GESTIMUM_SYNC_START_DATE.",
+            f"Fails when a `{endpoints.get(endpoint).relation}` row changed since GESTIMUM_SYNC_START_DATE is not "
+            "in the state store in its CRM version: a day no run synced, a row missing from a window synced, "
+            "or a version never staged (an edit after staging or sending); shows how many rows changed before "
+            "the start date.",
             error,
             _coverage(endpoint, settings, endpoints),
         )

@@ -48,15 +48,13 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
     ]
     named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
-    if store.endpoints.creates_documents(endpoint):
-        # A movement Gestimum rejected is never re-sent on its own, even once changed in the CRM.
-        advice = (
-            "A movement rejected by our validation is re-sent once fixed in the CRM; one rejected by Gestimum is "
-            "never re-sent on its own: fix the cause (the item or warehouse in Gestimum, or the CRM row), then "
-            f"re-queue it with `gestimum-pipeline retry --endpoint {endpoint} <ids>`"
-        )
-    else:
-        advice = "Fix them in the CRM (the next run re-sends changed rows)"
+    # A rejected row was not imported (by Gestimum's own count): every run reads it again from the
+    # CRM (sync/refresh.py), so a CRM fix is sent by the next run, whatever the row's change time.
+    advice = (
+        "Fix them in the CRM: the next run reads rejected rows again and sends the corrected line; if the cause "
+        f"was in Gestimum (an item, warehouse or customer created there since), re-queue them with "
+        f"`gestimum-pipeline retry --endpoint {endpoint} <keys>`"
+    )
     summary = (
         f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}, or see "
         f"`gestimum-pipeline rejections --endpoint {endpoint}`."
@@ -141,8 +139,9 @@ def stock_diverged(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_
     return Finding(
         False,
         f"{total} {endpoint} movement{'s' if total != 1 else ''} changed in the CRM after being sent: {named}{more}. "
-        "Movements are never re-sent (Gestimum would create another document): correct the document in "
-        "Gestimum by hand, or restore the CRM row.",
+        "A movement sent is never re-sent (Gestimum would create another document): restore the CRM row, or "
+        "correct its document in Gestimum by hand (one in delivery_unknown: settle it first with "
+        "`gestimum-pipeline reconcile`).",
         {"diverged": total},
         listed,
     )

@@ -42,3 +42,25 @@ def staged_versions(store: StateStore, endpoint: str, keys: Sequence[str]) -> di
             {"endpoint": endpoint, "keys": text_array(keys)},
         )
         return {key: StagedVersion(h, status, source, document) for key, h, status, source, document in cur.fetchall()}
+
+
+# Rows to read again from the CRM at every staging of their endpoint, whatever their window:
+# those rejected, by Gestimum line by line or by our validation (provably not imported: a CRM
+# fix must reach Gestimum even if it does not move the row's change time, as a stock
+# movement's never does), and those an operator re-queued with `retry` (never sent with a
+# stale line).
+TO_REFRESH_SQL = """
+SELECT r.source_key
+FROM {schema}.records r
+WHERE r.endpoint = %(endpoint)s
+  AND (r.status = 'rejected' OR (r.status = 'pending' AND r.reason_source = 'operator'))
+ORDER BY r.source_key
+"""
+
+
+def keys_to_refresh(store: StateStore, endpoint: str) -> list[str]:
+    """The endpoint's rejected rows, and those an operator re-queued: read from the CRM again."""
+    conn = store.conn
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SQL(TO_REFRESH_SQL).format(schema=sql.Identifier(store.schema)), {"endpoint": endpoint})
+        return [key for (key,) in cur.fetchall()]
