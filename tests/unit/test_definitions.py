@@ -79,6 +79,18 @@ def test_freshness_and_waiting_age_follow_the_configured_lag() -> None:
         Settings.from_env({"GESTIMUM_MAX_LAG_MINUTES": "0"})
 
 
+def test_the_stock_503_policy_is_a_setting_that_reaches_the_gestimum_resource() -> None:
+    """Issue 18, low: GESTIMUM_STOCK_RETRY_ON_503 (default true, today's policy)."""
+    from gestimum_pipeline.defs.resources import build_resources
+
+    assert Settings.from_env({}).stock_retry_on_503 is True
+    assert build_resources(Settings.from_env({}))["gestimum"].stock_retry_on_503 is True
+    off = Settings.from_env({"GESTIMUM_STOCK_RETRY_ON_503": "false"})
+    assert build_resources(off)["gestimum"].stock_retry_on_503 is False
+    with pytest.raises(ValueError, match="GESTIMUM_STOCK_RETRY_ON_503 must be true or false"):
+        Settings.from_env({"GESTIMUM_STOCK_RETRY_ON_503": "maybe"})
+
+
 def test_partitions_include_today_in_the_configured_time_zone() -> None:
     partitions = defs.resolve_job_def("gestimum_sync").partitions_def
     assert isinstance(partitions, dg.DailyPartitionsDefinition)
