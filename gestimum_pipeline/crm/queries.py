@@ -328,3 +328,42 @@ def _fetch_chunks(
             rows = cur.fetchall()  # bounded: at most one row per key of this chunk
         if rows:
             yield rows
+
+
+def rows_in_windows(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    windows: Sequence[tuple[datetime, datetime]],
+    *,
+    limit: int,
+) -> tuple[int, list[tuple[Any, ...]], datetime | None, datetime | None]:
+    """(how many rows changed inside any of the disjoint `windows`, the key columns of the first
+    `limit` of them by change time, the first and the last change time). One index range scan
+    per window: cheap when the windows hold few rows, whatever their length."""
+    rel = contract.relation(relation)
+    bounds = [_window_bounds(start, end) for start, end in windows]
+    if not bounds:
+        return 0, [], None, None
+    params = ([s for s, _ in bounds], [e for _, e in bounds])
+    change = sql.Identifier(rel.change_column)
+    joined = sql.SQL(
+        "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS w(s, e)"
+        " JOIN {table} t ON t.{change} >= w.s AND t.{change} < w.e"
+    ).format(table=_table(schema, rel), change=change)
+    with conn.cursor() as cur:
+        totals = sql.SQL("SELECT count(*), min(t.{change}), max(t.{change}) ").format(change=change)
+        cur.execute(totals + joined, params)
+        count, first, last = cur.fetchone()
+        keys: list[tuple[Any, ...]] = []
+        if count:
+            cur.execute(
+                sql.SQL("SELECT {keys} ").format(
+                    keys=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in rel.key_columns)
+                )
+                + joined
+                + sql.SQL(" ORDER BY t.{change} LIMIT %s").format(change=change),
+                (*params, limit),
+            )
+            keys = list(cur.fetchall())
+    return int(count), keys, first, last

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from gestimum_pipeline.sync.endpoints import EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore, Status
 
+RETRY_REASON = "re-queued by `retry`: staged again from the CRM's current row before it is sent"
+
 
 class OperatorError(ValueError):
     """The action cannot be applied as asked; the message says what to pass instead."""
@@ -98,9 +100,11 @@ def retry(
     actor: str,
     run_id: str | None = None,
 ) -> ActionOutcome:
-    """Re-queues rejected, held or ignored rows: the next sync sends them again."""
+    """Re-queues rejected, held or ignored rows: the next sync stages each again from the CRM's
+    current row (sync/refresh.py), then sends it; a stale line is never sent."""
     _validate(endpoints, endpoint, keys, actor)
     # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
+    # The reason (source `operator`) is what marks the row to be read again from the CRM.
     return _apply(
         store,
         "retry",
@@ -111,6 +115,7 @@ def retry(
         to_status=Status.PENDING,
         needs_line=True,
         run_id=run_id,
+        reason=RETRY_REASON,
     )
 
 
