@@ -32,9 +32,10 @@ class StagingMixin(StoreBase):
         """Records a chunk of mapped rows: changed rows become pending, invalid ones rejected.
 
         Unchanged rows are left alone, so a rerun stages nothing. Stock movements are
-        immutable once known: only a pending or locally rejected movement (or one withdrawn,
-        never sent) is re-staged, and `force` never re-sends one. `source_version` orders CRM
-        versions (crm.queries.snapshot_version of the snapshot the rows were read in): a row
+        immutable once known: only a pending or rejected movement (by our validation, or by
+        Gestimum line by line: never imported) or one withdrawn (never sent) is re-staged,
+        and `force` never re-sends one. `source_version` orders CRM versions
+        (crm.queries.snapshot_version of the snapshot the rows were read in): a row
         staged from a newer snapshot is never replaced by this one's (counted as skipped).
         None: no order known (a row read outside a transform), taken as it comes.
         """

@@ -34,8 +34,9 @@ RETURNING status
 
 -- name: stage_stock
 -- events: stage, stage_invalid
--- Stock movements are immutable once known: only a pending or locally rejected movement (or
--- one withdrawn, never sent) is re-staged. A movement in an open request keeps the line sent,
+-- Stock movements are immutable once known: only a pending or rejected movement (by our
+-- validation, or by Gestimum line by line: provably not imported) or one withdrawn (never
+-- sent) is re-staged. A movement in an open request keeps the line sent,
 -- whatever the staging's snapshot (not_in_open_request, migration 0008, evaluated last): a
 -- new version is noted aside (stage_stock_diverged), never sent after it.
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
@@ -52,7 +53,7 @@ ON CONFLICT (endpoint, source_key) DO UPDATE SET
     sort_key = EXCLUDED.sort_key, reason = EXCLUDED.reason,
     reason_source = EXCLUDED.reason_source, partition = EXCLUDED.partition,
     run_id = EXCLUDED.run_id, source_version = EXCLUDED.source_version, updated_at = now()
-WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source = 'local'))
+WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source IN ('local', 'gestimum')))
        AND r.content_hash IS DISTINCT FROM EXCLUDED.content_hash
        -- Withdrawn because it was gone from the CRM at send time (never sent): back, it reopens.
        OR (r.status = 'ignored' AND r.reason_source = 'crm'))
