@@ -18,8 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import psycopg2.extensions
+
 from gestimum_pipeline.crm import contract
-from gestimum_pipeline.crm.queries import fetch_by_keys
+from gestimum_pipeline.crm.queries import fetch_by_keys, snapshot_version
 from gestimum_pipeline.sync.endpoints import EndpointSpec
 from gestimum_pipeline.sync.ledger_reads import keys_to_refresh
 from gestimum_pipeline.sync.mapping import Mapper
@@ -66,6 +68,10 @@ def refresh_from_crm(
     wanted = [k for k in (_key_columns(rel, key) for key in keys) if k is not None]
     conn = crm_connect()
     try:
+        # One snapshot for every chunk, and its order among the CRM's: the version of the rows
+        # read (a staging from an older snapshot never replaces them, nor they a newer one).
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ)
+        version = snapshot_version(conn)
         for rows in fetch_by_keys(conn, crm_schema, spec.relation, wanted, chunk_size=chunk_size):
             mapped = []
             # A key repeated by a CRM view stays with the window's rejection of every copy.
@@ -79,7 +85,7 @@ def refresh_from_crm(
                     mapped.append(mapper.map(row))
                 except (TypeError, ValueError, ArithmeticError, AttributeError):
                     continue
-            counts = state.stage(spec.name, mapped, partition=partition, run_id=run_id)
+            counts = state.stage(spec.name, mapped, partition=partition, run_id=run_id, source_version=version)
             total = StageCounts(
                 total.staged + counts.staged,
                 total.rejected + counts.rejected,
