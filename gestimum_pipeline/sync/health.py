@@ -16,12 +16,12 @@ from gestimum_pipeline.crm.queries import count_before, rows_in_windows, stream_
 from gestimum_pipeline.sync.engine import INVALID_KEY
 from gestimum_pipeline.sync.ledger_reads import staged_versions
 from gestimum_pipeline.sync.mapping import Mapper, source_key
-from gestimum_pipeline.sync.state import StateStore, merge_windows
+from gestimum_pipeline.sync.state import StateStore, Status, merge_windows
 
 # Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
 MAX_LISTED_ROWS = 100
 MAX_NAMED_IN_SUMMARY = 5
-WAITING_STATUSES = ("pending", "held", "in_flight")
+WAITING_STATUSES = (Status.PENDING, Status.HELD, Status.IN_FLIGHT)
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Finding:
 
 def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
     """The endpoint's rows currently rejected, by Gestimum or by our validation, with their reasons."""
-    total, records = _listed(store, endpoint, "rejected", limit)
+    total, records = _listed(store, endpoint, Status.REJECTED, limit)
     if not total:
         return Finding(True, f"no {endpoint} row is rejected", {"rejected": 0})
     rows = [
@@ -71,7 +71,7 @@ def waiting_too_long(
 ) -> Finding:
     """Rows pending, held for a parent, or in flight for longer than `max_age_seconds`."""
     found = store.waiting(endpoint, WAITING_STATUSES, older_than_seconds=max_age_seconds)
-    counts = {status: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    counts = {status.value: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
     limit = _minutes(max_age_seconds)
     if not any(counts.values()):
         return Finding(True, f"no {endpoint} row has waited longer than {limit}", counts)
@@ -80,9 +80,9 @@ def waiting_too_long(
     counts["oldest_wait_minutes"] = int((now - oldest).total_seconds() // 60)
     parts = [f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if status in found and n]
     hints = []
-    if counts["pending"] or counts["in_flight"]:
+    if counts[Status.PENDING] or counts[Status.IN_FLIGHT]:
         hints.append("pending rows are sent by the next successful run (check the failed runs)")
-    if counts["held"]:
+    if counts[Status.HELD]:
         hints.append("held rows wait for a parent that is not imported (see the parent's rejections)")
     summary = (
         f"{endpoint}: {', '.join(parts)} for longer than {limit} (oldest since {_iso(oldest)}); "
@@ -94,7 +94,7 @@ def waiting_too_long(
 
 def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
     """Stock movements that may or may not have become documents: an operator must reconcile them."""
-    total, records = _listed(store, endpoint, "delivery_unknown", limit)
+    total, records = _listed(store, endpoint, Status.DELIVERY_UNKNOWN, limit)
     if not total:
         return Finding(True, f"no {endpoint} row has an unknown delivery", {"delivery_unknown": 0})
     rows = [
@@ -306,7 +306,7 @@ def _uncovered(
     return [(s, e) for s, e in gaps if s < e]
 
 
-_SENT = ("imported", "delivery_unknown")
+_SENT = (Status.IMPORTED, Status.DELIVERY_UNKNOWN)
 
 
 def _differing_reason(store: StateStore, endpoint: str, row: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from gestimum_pipeline.crm.queries import fetch_by_keys, snapshot_version
 from gestimum_pipeline.sync.endpoints import EndpointSpec
 from gestimum_pipeline.sync.ledger_reads import keys_to_refresh
 from gestimum_pipeline.sync.mapping import Mapper
-from gestimum_pipeline.sync.state import StageCounts, StateStore
+from gestimum_pipeline.sync.state import StageCounts, StateStore, Status
 
 
 def _key_columns(rel: contract.Relation, key: str) -> tuple[Any, ...] | None:
@@ -59,7 +59,7 @@ def refresh_from_crm(
     total = StageCounts(0, 0, 0)
     # The kept counts first (exact, independent of the table's size): most runs have nothing.
     counts = state.counts(spec.name).get(spec.name, {})
-    if not counts.get("rejected") and not counts.get("pending"):
+    if not counts.get(Status.REJECTED) and not counts.get(Status.PENDING):
         return total
     keys = keys_to_refresh(state, spec.name)
     if not keys:
