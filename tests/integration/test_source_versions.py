@@ -142,3 +142,30 @@ def test_a_store_created_at_version_7_opens_and_upgrades(database_url: str) -> N
         assert store.stage("clients", [customer("C1", "New")], partition="p", run_id="r", source_version=OLD).staged
         older = store.stage("clients", [customer("C1", "Old")], partition="p", run_id="r", source_version=OLD - 1)
         assert older.skipped == 1
+
+
+def test_reconcile_delivered_records_the_hash_of_the_line_sent(store: StateStore) -> None:
+    """Even in a store where a newer version reached a movement in flight (written by the code
+    before the staging re-checked open requests), `reconcile --delivered` records what was sent."""
+    store.stage("documents_stock", [movement(3, 5)], partition="p", run_id="r1", source_version=OLD)
+    with store.company_lock("X"):
+        store.mark_in_flight("documents_stock", ["3"], request_id="q", run_id="r1")
+    newer = movement(3, 7)
+    with store.conn, store.conn.cursor() as cur:  # the version the old code let through
+        cur.execute(
+            "UPDATE gestimum_sync.records SET line = %s, content_hash = %s WHERE source_key = '3'",
+            (newer.line, newer.content_hash),
+        )
+    store.settle_in_flight("documents_stock", ["3"], delivered=None, reason="timeout", request_id="q")
+    store.apply_action(
+        "reconcile-delivered",
+        "documents_stock",
+        ["3"],
+        actor="alice",
+        from_statuses=["delivery_unknown"],
+        to_status="imported",
+        document="D9",
+    )
+    with store.conn, store.conn.cursor() as cur:
+        cur.execute("SELECT imported_hash FROM gestimum_sync.records WHERE source_key = '3'")
+        assert cur.fetchone()[0] == movement(3, 5).content_hash

@@ -9,7 +9,8 @@ UPDATE {schema}.records SET status = %(to)s, updated_at = now(),
     reason = coalesce(%(reason)s, reason),
     reason_source = CASE WHEN %(reason)s::text IS NULL THEN reason_source ELSE 'operator' END,
     document = coalesce(%(document)s, document),
-    imported_hash = CASE WHEN %(to)s = 'imported' THEN content_hash ELSE imported_hash END,
+    -- Delivered: Gestimum holds the line sent (sent_hash), whatever version was staged since.
+    imported_hash = CASE WHEN %(to)s = 'imported' THEN coalesce(sent_hash, content_hash) ELSE imported_hash END,
     imported_at = CASE WHEN %(to)s = 'imported' THEN now() ELSE imported_at END
 WHERE endpoint = %(endpoint)s AND source_key = ANY(%(keys)s) AND status = ANY(%(from)s)
   AND NOT EXISTS (SELECT 1 FROM {schema}.requests q WHERE q.state = 'in_flight'
