@@ -169,7 +169,7 @@ def _check_endpoint(args: argparse.Namespace) -> None:
 
 
 def _cmd_rejections(args: argparse.Namespace) -> int:
-    from gestimum_pipeline.sync.state import STATUSES
+    from gestimum_pipeline.sync.state import STATUSES, Status
 
     _check_endpoint(args)
     unknown = sorted(set(args.status or ()) - set(STATUSES))
@@ -179,7 +179,7 @@ def _cmd_rejections(args: argparse.Namespace) -> int:
     try:
         rows = store.records(
             endpoint=args.endpoint,
-            statuses=args.status or ["rejected", "held", "delivery_unknown"],
+            statuses=args.status or [Status.REJECTED, Status.HELD, Status.DELIVERY_UNKNOWN],
             reason_like=args.reason,
             older_than_seconds=args.older_than_hours * 3600 if args.older_than_hours else None,
             limit=args.limit,

@@ -248,17 +248,19 @@ def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSumma
         if not evaluation.passed and evaluation.asset_key.path[0] == "gestimum":
             s = summary.setdefault(evaluation.asset_key.path[-1], EndpointSummary(evaluation.asset_key.path[-1]))
             s.failed_checks.append(f"{evaluation.severity.value} {evaluation.check_name}: {evaluation.description}")
+    from gestimum_pipeline.sync.state import Status
+
     state = SyncStateDatabase(url=os.environ["CRM_DATABASE_URL"]).open()
     try:
         counts = state.counts()
     finally:
         state.close()
     for name, s in summary.items():
-        s.held = counts.get(name, {}).get("held", s.held)
+        s.held = counts.get(name, {}).get(Status.HELD, s.held)
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_failure]
         raise SystemExit("The demo run failed:\n" + "\n".join(str(f) for f in failures))
-    leftover = {e: c for e, c in counts.items() if c.get("pending") or c.get("in_flight")}
+    leftover = {e: c for e, c in counts.items() if c.get(Status.PENDING) or c.get(Status.IN_FLIGHT)}
     if leftover:
         raise SystemExit(f"Rows left unsent after the demo run: {leftover}")
     return summary, result.run_id

@@ -198,6 +198,27 @@ def count_window(
 _SIGNED_KINDS = ("r", "p", "m")
 
 
+def snapshot_version(conn: psycopg2.extensions.connection) -> Decimal:
+    """The order of the caller's snapshot among the CRM's snapshots: a later read is at least as new.
+
+    The version of every row a transform stages is the snapshot it was read in (issue 18):
+    a row's own timestamps cannot order versions (`updated_at = now()` is the writing
+    transaction's start, not its commit; a stock movement's `moved_at` never moves; a view may
+    have neither). A snapshot taken later sees every commit an earlier one saw: its `xmax`
+    (the first transaction id not yet completed, 64-bit, never wrapping) is at least as
+    large, and with an equal `xmax` it has no more transactions in progress. Hence
+    `xmax * 10^6 + (10^6 - 1 - in progress)`: larger means newer or equal, for every row.
+    Read it in the REPEATABLE READ transaction that reads the rows (their snapshot).
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT txid_snapshot_xmax(s)::numeric * 1000000"
+            " + (999999 - least((SELECT count(*) FROM txid_snapshot_xip(s)), 999999))"
+            " FROM txid_current_snapshot() AS s"
+        )
+        return Decimal(cur.fetchone()[0])
+
+
 def window_signature(
     conn: psycopg2.extensions.connection,
     schema: str,
@@ -307,3 +328,42 @@ def _fetch_chunks(
             rows = cur.fetchall()  # bounded: at most one row per key of this chunk
         if rows:
             yield rows
+
+
+def rows_in_windows(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    windows: Sequence[tuple[datetime, datetime]],
+    *,
+    limit: int,
+) -> tuple[int, list[tuple[Any, ...]], datetime | None, datetime | None]:
+    """(how many rows changed inside any of the disjoint `windows`, the key columns of the first
+    `limit` of them by change time, the first and the last change time). One index range scan
+    per window: cheap when the windows hold few rows, whatever their length."""
+    rel = contract.relation(relation)
+    bounds = [_window_bounds(start, end) for start, end in windows]
+    if not bounds:
+        return 0, [], None, None
+    params = ([s for s, _ in bounds], [e for _, e in bounds])
+    change = sql.Identifier(rel.change_column)
+    joined = sql.SQL(
+        "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS w(s, e)"
+        " JOIN {table} t ON t.{change} >= w.s AND t.{change} < w.e"
+    ).format(table=_table(schema, rel), change=change)
+    with conn.cursor() as cur:
+        totals = sql.SQL("SELECT count(*), min(t.{change}), max(t.{change}) ").format(change=change)
+        cur.execute(totals + joined, params)
+        count, first, last = cur.fetchone()
+        keys: list[tuple[Any, ...]] = []
+        if count:
+            cur.execute(
+                sql.SQL("SELECT {keys} ").format(
+                    keys=sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(c) for c in rel.key_columns)
+                )
+                + joined
+                + sql.SQL(" ORDER BY t.{change} LIMIT %s").format(change=change),
+                (*params, limit),
+            )
+            keys = list(cur.fetchall())
+    return int(count), keys, first, last

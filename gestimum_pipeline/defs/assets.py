@@ -55,6 +55,8 @@ from gestimum_pipeline.sync.engine import (
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.mapping import MAPPING_VERSION
+from gestimum_pipeline.sync.refresh import refresh_from_crm
+from gestimum_pipeline.sync.state import Status
 
 OWNERS = ["team:data-engineering"]
 SOURCE_CONTRACT_CHECK = "source_contract"
@@ -337,6 +339,18 @@ def build_transform(
                 chunk_size=sync_options.chunk_size,
                 logger=context.log,
             )
+            # Rows Gestimum rejected, or an operator re-queued, whatever their window: staged again
+            # from the CRM's current row, so a fix there is sent by this run, never a stale line.
+            refreshed = refresh_from_crm(
+                crm_connect=crm.connect,
+                crm_schema=schema,
+                state=state,
+                spec=spec,
+                mapper=mapper,
+                partition=_partition_label(context),
+                run_id=context.run_id,
+                chunk_size=sync_options.chunk_size,
+            )
         except DatabaseUnavailable as exc:
             raise _transient("database unreachable while streaming rows; rerun the partition", exc) from None
         except SyncError as exc:  # the CRM or the state store failed mid-stream; the message says what next
@@ -351,7 +365,11 @@ def build_transform(
             report.unchanged,
             report.rejected_locally,
         )
-        return dg.MaterializeResult(metadata=_stage_metadata(report, sync_options.force))
+        if refreshed.staged:
+            context.log.info("%s: %d rejected or re-queued rows re-staged from the CRM", endpoint, refreshed.staged)
+        metadata = _stage_metadata(report, sync_options.force)
+        metadata["restaged_from_crm"] = refreshed.staged
+        return dg.MaterializeResult(metadata=metadata)
 
     return _transform
 
@@ -517,8 +535,8 @@ def build_sink(
                 yield _statistics_result([str(answer_problem)], None)
             raise failure
         assert report is not None
-        metadata = _send_metadata(report, counts.get("pending", 0), lineage)
-        problems = statistics_problems(report, counts.get("in_flight", 0), endpoints)
+        metadata = _send_metadata(report, counts.get(Status.PENDING, 0), lineage)
+        problems = statistics_problems(report, counts.get(Status.IN_FLIGHT, 0), endpoints)
         statistics = _statistics_result(problems, report)
         if spec.creates_documents and report.delivery_unknown:
             yield statistics

@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from gestimum_pipeline.defs.assets import sink_key
-from gestimum_pipeline.defs.resources import CrmDatabase, SyncOptions, SyncStateDatabase
+from gestimum_pipeline.defs.resources import CrmDatabase, GestimumApi, SyncOptions, SyncStateDatabase
 from gestimum_pipeline.defs.settings import Settings
-from gestimum_pipeline.gestimum.envelope import LineFormat
 from gestimum_pipeline.sync import health
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
@@ -51,6 +50,7 @@ class _Inputs:
     endpoint: str
     store: StateStore
     crm: CrmDatabase
+    gestimum: GestimumApi  # its line format only: the check maps rows as the transform does
     sync_options: SyncOptions
 
 
@@ -68,7 +68,8 @@ def _coverage(endpoint: str, settings: Settings, endpoints: EndpointRegistry) ->
     not_before = datetime.combine(date.fromisoformat(settings.start_date), time(), ZoneInfo(settings.timezone))
 
     def evaluate(inputs: _Inputs) -> health.Finding:
-        mapper = spec.make_mapper(LineFormat().encoder(), inputs.sync_options.account_prefix)  # only its keys
+        # The transform's own mapping, so the versions compared are the lines it would stage.
+        mapper = spec.make_mapper(inputs.gestimum.line_format().encoder(), inputs.sync_options.account_prefix)
         conn = inputs.crm.connect()
         try:
             schema = inputs.crm.checked_schema([spec.relation])
@@ -89,8 +90,9 @@ def _sink_state_checks(
         _StateCheck(
             "no_rejected_lines",
             "Warns while rows of this endpoint are rejected, by Gestimum or by our validation; the rejections "
-            "(source key, reason) are in the metadata. Fixing a row in the CRM re-sends it (a stock movement "
-            "rejected by Gestimum needs `gestimum-pipeline retry`).",
+            "(source key, reason) are in the metadata. A rejected row was not imported: every run reads it again "
+            "from the CRM, so fixing it there sends it at the next run; `gestimum-pipeline retry` re-queues one "
+            "whose cause was fixed in Gestimum.",
             warn,
             lambda i: health.rejections(i.store, i.endpoint),
         ),
@@ -106,8 +108,9 @@ def _sink_state_checks(
         checks.append(
             _StateCheck(
                 "no_movement_changed_after_sending",
-                "Warns while stock movements already sent were edited in the CRM since: they are never re-sent "
-                "(that would create another document) and need a correction in Gestimum.",
+                "Warns while stock movements already sent (imported, or in delivery_unknown) were edited in the CRM "
+                "since: they are never re-sent (that would create another document); restore the CRM row or "
+                "correct the document in Gestimum.",
                 warn,
                 lambda i: health.stock_diverged(i.store, i.endpoint),
             )
@@ -124,9 +127,10 @@ def _sink_state_checks(
     checks.append(
         _StateCheck(
             "crm_rows_in_state_store",
-            f"Fails when `{endpoints.get(endpoint).relation}` rows changed inside windows already synced are not "
-            "in the state store (never read by any run); shows how many rows changed before "
-            "GESTIMUM_SYNC_START_DATE.",
+            f"Fails when a `{endpoints.get(endpoint).relation}` row changed since GESTIMUM_SYNC_START_DATE is not "
+            "in the state store in its CRM version: a day no run synced, a row missing from a window synced, "
+            "or a version never staged (an edit after staging or sending); shows how many rows changed before "
+            "the start date.",
             error,
             _coverage(endpoint, settings, endpoints),
         )
@@ -145,7 +149,7 @@ def build_state_checks(
     settings = settings or Settings()
     checks = _sink_state_checks(endpoint, max_waiting_minutes, endpoints, settings)
     asset = sink_key(endpoint, settings)
-    keys = {name: settings.scoped(name) for name in ("crm", "sync_state", "sync_options")}  # the company file's
+    keys = {name: settings.scoped(name) for name in ("crm", "gestimum", "sync_state", "sync_options")}  # its own
 
     @dg.multi_asset_check(
         name=settings.scoped(f"{endpoint}_state_checks"),
@@ -157,7 +161,11 @@ def build_state_checks(
         sync_state: SyncStateDatabase = getattr(context.resources, keys["sync_state"])
         store = sync_state.open(endpoints)
         inputs = _Inputs(
-            endpoint, store, getattr(context.resources, keys["crm"]), getattr(context.resources, keys["sync_options"])
+            endpoint,
+            store,
+            getattr(context.resources, keys["crm"]),
+            getattr(context.resources, keys["gestimum"]),
+            getattr(context.resources, keys["sync_options"]),
         )
         try:
             for check in checks:

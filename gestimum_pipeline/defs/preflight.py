@@ -22,7 +22,7 @@ salted fingerprint) less than GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS ago (0: che
 every run); the metadata and log then say when and by which run. A passed check is
 recorded. A store with a problem proves nothing, so the check is made as before. Skipping
 it is safe: a sink records the proof after its first answered request, and checks access
-before sending any stock movement unless this run proved it (`sync/engine.py`), so a
+before sending any stock movement unless this run proved it (`sync/sending.py`), so a
 password changed in Gestimum still fails before a movement is sent.
 """
 

@@ -83,6 +83,11 @@ class GestimumApi(dg.ConfigurableResource):
     verify_tls: bool = Field(default=True, description="Turning this off is logged loudly at every run")
     ca_bundle: str | None = Field(default=None, description="CA bundle path for a private CA (GESTIMUM_CA_BUNDLE)")
     max_retries: int = 3
+    stock_retry_on_503: bool = Field(
+        default=True,
+        description="A 503 on DocumentsStock is retried (Gestimum refused the work); false when a proxy may "
+        "answer 503 after losing the answer: the movements are then in doubt (GESTIMUM_STOCK_RETRY_ON_503)",
+    )
     access_check_interval_seconds: int = Field(
         default=86400,
         description="Seconds an access check (or an accepted request) is trusted before the preflight checks "
@@ -113,6 +118,7 @@ class GestimumApi(dg.ConfigurableResource):
                 verify=verify,
                 max_retries=self.max_retries,
                 backoff_seconds=self.backoff_seconds,
+                stock_retry_on_503=self.stock_retry_on_503,
                 logger=logger,
             )
         except ValueError as exc:
@@ -210,6 +216,7 @@ def gestimum_api(settings: Settings, *, url: Any, company_file: Any, user: Any, 
         verify_tls=settings.verify_tls,
         ca_bundle=settings.ca_bundle,
         max_retries=settings.max_retries,
+        stock_retry_on_503=settings.stock_retry_on_503,
         access_check_interval_seconds=settings.access_check_interval_seconds,
     )
 

@@ -39,19 +39,31 @@ def build_sync_job(
 
 
 def catch_up_start(
-    instance: dg.DagsterInstance, sinks: Sequence[dg.AssetKey], partitions: dg.DailyPartitionsDefinition
+    instance: dg.DagsterInstance,
+    sinks: Sequence[dg.AssetKey],
+    partitions: dg.DailyPartitionsDefinition,
+    current_time: datetime | None = None,
 ) -> str | None:
-    """The first partition a scheduled run must cover: the day before the oldest of the sinks'
-    latest synced partitions (None while a sink has never succeeded: the initial load is a backfill)."""
-    latest: list[str] = []
+    """The first partition a scheduled run must cover: the day before the last day of each
+    sink's unbroken run of synced days from its first synced day (a day missed in an outage
+    stays missed even after a later day was synced by hand or by a dry run). None while a sink
+    has never succeeded: the initial load is a backfill."""
+    keys = partitions.get_partition_keys(current_time=current_time)
+    covered_until: list[str] = []
     for key in sinks:
         done = instance.get_materialized_partitions(key)
         if not done:
             return None
-        latest.append(max(done))
-    if not latest:
+        first_done = min(done)
+        gap = next((k for k in keys if k > first_done and k not in done), None)
+        if gap is None:
+            covered_until.append(max(done))
+        else:  # the day before the first gap: the last day of the unbroken run
+            covered_until.append((datetime.strptime(gap, "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d"))
+    if not covered_until:
         return None
-    start = (datetime.strptime(min(latest), "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
+    # The day before too: rows committed late into the last day synced.
+    start = (datetime.strptime(min(covered_until), "%Y-%m-%d") - timedelta(days=1)).strftime("%Y-%m-%d")
     first = partitions.get_first_partition_key()
     return max(start, first) if first else start
 
@@ -67,13 +79,14 @@ def build_sync_schedule(
         cron_schedule=settings.cron,
         job=job,
         execution_timezone=settings.timezone,
-        description="Keeps the partitions in sync from the day before each sink's last synced partition to today "
-        "(after an outage: every day missed, in one run); at least yesterday (rows committed late) and today.",
+        description="Keeps the partitions in sync from the day before the first day a sink has not synced (after "
+        "an outage: every day missed, in one run, even if a later day was run by hand); at least yesterday (rows "
+        "committed late) and today.",
     )
     def sync_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         now = context.scheduled_execution_time
         yesterday, today = (now - timedelta(days=1)).strftime("%Y-%m-%d"), now.strftime("%Y-%m-%d")
-        start = catch_up_start(context.instance, sinks, partitions) if sinks else None
+        start = catch_up_start(context.instance, sinks, partitions, now) if sinks else None
         valid = partitions.get_partition_keys(current_time=now)
         if start is not None and start < yesterday:
             # Days missed since the last success (an outage, a weekend): one run over the range.

@@ -90,6 +90,9 @@ class Settings:
     max_lines_per_request: int = DEFAULT_MAX_LINES
     max_bytes_per_request: int = DEFAULT_MAX_BYTES
     max_retries: int = 3
+    # A 503 on DocumentsStock proves nothing was processed (retried), unless a proxy in front
+    # of Gestimum may answer 503 after losing the answer: then false (in doubt, reconciled).
+    stock_retry_on_503: bool = True  # GESTIMUM_STOCK_RETRY_ON_503
     # How long Gestimum's acceptance of the credentials is trusted before the preflight checks
     # them again (each check opens the company file); 0 checks at every run.
     access_check_interval_seconds: int = 86400  # GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS
@@ -133,6 +136,7 @@ class Settings:
             max_lines_per_request=read.integer("GESTIMUM_MAX_LINES_PER_REQUEST", cls.max_lines_per_request),
             max_bytes_per_request=read.integer("GESTIMUM_MAX_BYTES_PER_REQUEST", cls.max_bytes_per_request),
             max_retries=read.integer("GESTIMUM_MAX_RETRIES", cls.max_retries),
+            stock_retry_on_503=read.flag("GESTIMUM_STOCK_RETRY_ON_503", cls.stock_retry_on_503),
             access_check_interval_seconds=read.integer(
                 "GESTIMUM_ACCESS_CHECK_INTERVAL_SECONDS", cls.access_check_interval_seconds
             ),

@@ -8,6 +8,9 @@ know Gestimum did not process it, or when processing it twice is harmless.
 * HTTP 503 (and 408/429): we assume Gestimum refused the request before processing it
   (server busy / not accepting work; Gestimum's docs say nothing about it), so it is
   retried for every endpoint, honouring Retry-After (capped by max_backoff_seconds).
+  Behind a proxy that may answer 503 after losing Gestimum's answer, that assumption is
+  wrong for DocumentsStock: `stock_retry_on_503=False` (GESTIMUM_STOCK_RETRY_ON_503) makes
+  a 503 on a non-idempotent endpoint a delivery in doubt instead.
 * HTTP 500/502/504, read timeout, connection closed after the body was sent, an
   answer that is not the documented envelope, or counts that do not add up: Gestimum
   may have processed the request. Retried only on idempotent endpoints; on the
@@ -23,6 +26,7 @@ A client holds one requests.Session: use one client per thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -153,6 +157,7 @@ class GestimumClient:
         max_retries: int = 3,
         backoff_seconds: float = 1.0,
         max_backoff_seconds: float = 60.0,
+        stock_retry_on_503: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
         # A URL may embed a proxy's user:password: it is shown redacted everywhere.
@@ -184,6 +189,7 @@ class GestimumClient:
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.stock_retry_on_503 = stock_retry_on_503
         self._log = logger or _log
         self._secrets = secrets
         self._requests_made = 0
@@ -258,6 +264,16 @@ class GestimumClient:
     def redact(self, text: str) -> str:
         """`text` with the password (and any URL password) replaced by `***`: for journals shown in the UI."""
         return redact(text, self._secrets)
+
+    def _redacted(self, result: ImportResult) -> ImportResult:
+        """The answer with every text Gestimum wrote redacted: a per-line reason quotes the value
+        refused, which may be the password, and it goes to the store, metadata, checks and alerts."""
+        return dataclasses.replace(
+            result,
+            rejected_lines=tuple(dataclasses.replace(r, reason=self.redact(r.reason)) for r in result.rejected_lines),
+            journal=tuple(self.redact(entry) for entry in result.journal),
+            message=self.redact(result.message),
+        )
 
     def check_access(self, endpoint: Endpoint, *, max_retries: int | None = None) -> ImportResult:
         """Proves that Gestimum answers and accepts the company file and credentials, importing nothing.
@@ -422,6 +438,19 @@ class GestimumClient:
         name = endpoint.name
         payload, snippet = self._decode(response, self.redact)
 
+        if status == 503 and not endpoint.idempotent and not self.stock_retry_on_503:
+            # Not trusted as "nothing processed" (a proxy may have lost the answer): in doubt.
+            return _Failure(
+                "ambiguous",
+                GestimumServerError(
+                    f"Gestimum answered HTTP 503 to the {name} import{self._said(payload)} and "
+                    "GESTIMUM_STOCK_RETRY_ON_503 is false (a proxy may have lost the answer)",
+                    endpoint=name,
+                    status=status,
+                ),
+                f"HTTP 503{self._said(payload)}, not proof that nothing was processed (GESTIMUM_STOCK_RETRY_ON_503)",
+                status=status,
+            )
         if status == 503 or status in (408, 429):
             return _Failure(
                 "not_processed",
@@ -475,7 +504,7 @@ class GestimumClient:
             assert refusal is not None  # the envelope was checked just above
             return _Failure("final", refusal, f"refused: {refusal}", status=status)
         try:
-            return parse_response(endpoint, payload, n_lines, test_mode=test_mode, status=status)
+            return self._redacted(parse_response(endpoint, payload, n_lines, test_mode=test_mode, status=status))
         except GestimumProtocolError as exc:
             # A well-formed answer whose counts do not add up: Gestimum did process the
             # request but we cannot tell what it imported. Re-sending would not fix the

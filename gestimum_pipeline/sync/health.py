@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gestimum_pipeline.crm.queries import count_before, stream_keys, window_signatures
-from gestimum_pipeline.sync.mapping import Mapper
-from gestimum_pipeline.sync.state import StateStore, merge_windows
+from gestimum_pipeline.crm import contract
+from gestimum_pipeline.crm.queries import count_before, rows_in_windows, stream_window, window_signatures
+from gestimum_pipeline.sync.engine import INVALID_KEY
+from gestimum_pipeline.sync.ledger_reads import staged_versions
+from gestimum_pipeline.sync.mapping import Mapper, source_key
+from gestimum_pipeline.sync.state import StateStore, Status, merge_windows
 
 # Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
 MAX_LISTED_ROWS = 100
 MAX_NAMED_IN_SUMMARY = 5
-WAITING_STATUSES = ("pending", "held", "in_flight")
+WAITING_STATUSES = (Status.PENDING, Status.HELD, Status.IN_FLIGHT)
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Finding:
 
 def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
     """The endpoint's rows currently rejected, by Gestimum or by our validation, with their reasons."""
-    total, records = _listed(store, endpoint, "rejected", limit)
+    total, records = _listed(store, endpoint, Status.REJECTED, limit)
     if not total:
         return Finding(True, f"no {endpoint} row is rejected", {"rejected": 0})
     rows = [
@@ -45,15 +48,13 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
     ]
     named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
-    if store.endpoints.creates_documents(endpoint):
-        # A movement Gestimum rejected is never re-sent on its own, even once changed in the CRM.
-        advice = (
-            "A movement rejected by our validation is re-sent once fixed in the CRM; one rejected by Gestimum is "
-            "never re-sent on its own: fix the cause (the item or warehouse in Gestimum, or the CRM row), then "
-            f"re-queue it with `gestimum-pipeline retry --endpoint {endpoint} <ids>`"
-        )
-    else:
-        advice = "Fix them in the CRM (the next run re-sends changed rows)"
+    # A rejected row was not imported (by Gestimum's own count): every run reads it again from the
+    # CRM (sync/refresh.py), so a CRM fix is sent by the next run, whatever the row's change time.
+    advice = (
+        "Fix them in the CRM: the next run reads rejected rows again and sends the corrected line; if the cause "
+        f"was in Gestimum (an item, warehouse or customer created there since), re-queue them with "
+        f"`gestimum-pipeline retry --endpoint {endpoint} <keys>`"
+    )
     summary = (
         f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}, or see "
         f"`gestimum-pipeline rejections --endpoint {endpoint}`."
@@ -70,7 +71,7 @@ def waiting_too_long(
 ) -> Finding:
     """Rows pending, held for a parent, or in flight for longer than `max_age_seconds`."""
     found = store.waiting(endpoint, WAITING_STATUSES, older_than_seconds=max_age_seconds)
-    counts = {status: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    counts = {status.value: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
     limit = _minutes(max_age_seconds)
     if not any(counts.values()):
         return Finding(True, f"no {endpoint} row has waited longer than {limit}", counts)
@@ -79,9 +80,9 @@ def waiting_too_long(
     counts["oldest_wait_minutes"] = int((now - oldest).total_seconds() // 60)
     parts = [f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if status in found and n]
     hints = []
-    if counts["pending"] or counts["in_flight"]:
+    if counts[Status.PENDING] or counts[Status.IN_FLIGHT]:
         hints.append("pending rows are sent by the next successful run (check the failed runs)")
-    if counts["held"]:
+    if counts[Status.HELD]:
         hints.append("held rows wait for a parent that is not imported (see the parent's rejections)")
     summary = (
         f"{endpoint}: {', '.join(parts)} for longer than {limit} (oldest since {_iso(oldest)}); "
@@ -93,7 +94,7 @@ def waiting_too_long(
 
 def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
     """Stock movements that may or may not have become documents: an operator must reconcile them."""
-    total, records = _listed(store, endpoint, "delivery_unknown", limit)
+    total, records = _listed(store, endpoint, Status.DELIVERY_UNKNOWN, limit)
     if not total:
         return Finding(True, f"no {endpoint} row has an unknown delivery", {"delivery_unknown": 0})
     rows = [
@@ -138,8 +139,9 @@ def stock_diverged(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_
     return Finding(
         False,
         f"{total} {endpoint} movement{'s' if total != 1 else ''} changed in the CRM after being sent: {named}{more}. "
-        "Movements are never re-sent (Gestimum would create another document): correct the document in "
-        "Gestimum by hand, or restore the CRM row.",
+        "A movement sent is never re-sent (Gestimum would create another document): restore the CRM row, or "
+        "correct its document in Gestimum by hand (one in delivery_unknown: settle it first with "
+        "`gestimum-pipeline reconcile`).",
         {"diverged": total},
         listed,
     )
@@ -154,24 +156,36 @@ def crm_coverage(
     mapper: Mapper,
     *,
     not_before: datetime,
+    now: datetime | None = None,
     limit: int = MAX_LISTED_ROWS,
     chunk_size: int = 10_000,
 ) -> Finding:
-    """CRM rows changed inside the windows staged in full, yet missing from the state store.
+    """Compares the CRM with the state store over every day from the start date to now.
 
-    A row there was never seen by any transform (a window staged before the row was
-    committed with an older change time, or a faulty read): it fails the check. Rows
-    changed before the sync's start date (or with no change time) are in no window:
-    counted and shown, never silently ignored.
+    * Windows staged whose rows changed since they were last proven (their signature
+      differs): each CRM row is mapped and its version compared with the one staged last.
+      A key missing from the store, or a version the store never staged (an edit committed
+      into a window already read, a stock movement edited after it was sent, an old
+      version put back), fails the check.
+    * Days no transform ever staged (an outage, a run by hand before the schedule caught
+      up): every CRM row changed there fails the check, named with the days to backfill.
+    * Rows changed before the start date (or with no change time) are in no window:
+      counted and shown, never silently ignored.
+
+    A window's new signature is recorded only after a pass that found nothing: evidence of
+    a divergence is never erased, so the check keeps failing until the store or the CRM
+    agrees.
     """
+    rel = contract.relation(relation)
+    now = now or datetime.now(UTC)
     before = count_before(crm_conn, crm_schema, relation, not_before)
     missing: list[str] = []
-    total_missing = 0
-    checked = 0
+    differing: list[dict[str, Any]] = []
+    total_missing = total_differing = checked = 0
     # A window whose rows are exactly the versions a complete check, or a transform that staged
-    # every row of it, last saw (same count, same row versions) cannot have gained a row since:
-    # only the others are read key by key. A relation without row versions (a view) is read
-    # in full every time.
+    # every row of it, last saw (same count, same row versions) cannot hold a row or a version
+    # the store lacks: only the others are read. A relation without row versions (a view) is
+    # read in full every time.
     windows = store.staged_windows(endpoint, merged=False)
     signatures = window_signatures(crm_conn, crm_schema, relation, windows)
     recorded = store.coverage_signatures(endpoint) if signatures is not None else {}
@@ -179,19 +193,31 @@ def crm_coverage(
     to_read = [w for w in windows if w not in current or current[w] not in recorded.get(w, set())]
     unchanged = sum(current[w][0] for w in windows if w not in to_read)
     for start, end in merge_windows(to_read):
-        for chunk in stream_keys(crm_conn, crm_schema, relation, start, end, chunk_size=chunk_size):
-            keys = [mapper.key_of(row) for row in chunk]
-            checked += len(keys)
-            absent = store.missing_keys(endpoint, keys)
-            total_missing += len(absent)
-            missing.extend(absent[: max(limit - len(missing), 0)])
-    crm_conn.rollback()  # the key streams' transaction: read only
-    if not total_missing:
+        for chunk in stream_window(crm_conn, crm_schema, relation, start, end, chunk_size=chunk_size):
+            versions = _crm_versions(rel, mapper, chunk)
+            checked += len(versions)
+            staged = staged_versions(store, endpoint, [key for key, _ in versions])
+            for key, version in versions:
+                found = staged.get(key)
+                if found is None:
+                    total_missing += 1
+                    if len(missing) < limit:
+                        missing.append(key)
+                elif version is not None and version != found.content_hash:
+                    total_differing += 1
+                    if len(differing) < limit:
+                        differing.append({"source_key": key, "status": found.status, "document": found.document})
+    gaps = _uncovered(merge_windows(windows), not_before, now)
+    never, never_keys, first_change, last_change = rows_in_windows(crm_conn, crm_schema, relation, gaps, limit=limit)
+    crm_conn.rollback()  # the reads' transaction: read only
+    if not total_missing and not total_differing:
         store.record_coverage_signatures(endpoint, {w: current[w] for w in to_read if w in current}, run_id=None)
     counts = {
         "crm_rows_checked": checked,
         "crm_rows_unchanged_since_last_check": unchanged,
         "missing_from_state_store": total_missing,
+        "changed_since_staged": total_differing,
+        "on_days_never_synced": never,
         "before_start_date": before,
     }
     outside = (
@@ -200,13 +226,111 @@ def crm_coverage(
         if before
         else ""
     )
-    if not total_missing:
-        return Finding(True, f"every {relation} row of the synced windows is in the state store{outside}", counts)
-    named = ", ".join(missing[:MAX_NAMED_IN_SUMMARY]) + (", …" if total_missing > MAX_NAMED_IN_SUMMARY else "")
-    return Finding(
-        False,
-        f"{total_missing} {relation} rows changed inside windows already synced are not in the state store "
-        f"({named}): rerun those partitions (a backfill) so they are read{outside}",
-        counts,
-        [{"source_key": k, "reason": "not in the state store"} for k in missing],
-    )
+    if not (total_missing or total_differing or never):
+        return Finding(
+            True,
+            f"every {relation} row changed since {not_before.date().isoformat()} is in the state store, "
+            f"in the version staged last{outside}",
+            counts,
+        )
+    tz = not_before.tzinfo
+    problems: list[str] = []
+    rows: list[dict[str, Any]] = []
+    if never:
+        first_day = first_change.astimezone(tz).date().isoformat() if first_change else "?"
+        last_day = last_change.astimezone(tz).date().isoformat() if last_change else "?"
+        keys = [mapper_key(k) for k in never_keys]
+        problems.append(
+            f"{never} {relation} rows changed on days no run has synced ({_named(keys, never)}, from {first_day} to "
+            f"{last_day}): backfill them (`dg launch --assets '*' --partition-range {first_day}...{last_day}`); the "
+            "schedule's next tick also catches up from the first day not synced"
+        )
+        rows += [{"source_key": k, "reason": "changed on a day no run has synced"} for k in keys]
+    if total_missing:
+        problems.append(
+            f"{total_missing} {relation} rows changed inside windows already synced are not in the state store "
+            f"({_named(missing, total_missing)}): rerun those partitions (a backfill) so they are read"
+        )
+        rows += [{"source_key": k, "reason": "not in the state store"} for k in missing]
+    if total_differing:
+        problems.append(_differing_summary(store, endpoint, relation, differing, total_differing))
+        rows += [{"source_key": d["source_key"], "reason": _differing_reason(store, endpoint, d)} for d in differing]
+    return Finding(False, "; ".join(problems) + outside, counts, rows[:limit])
+
+
+def mapper_key(key_columns: tuple[Any, ...]) -> str:
+    """The source key of a row's key columns (a JSON list for a composite key)."""
+    return source_key(*key_columns)
+
+
+def _named(keys: list[str], total: int) -> str:
+    return ", ".join(keys[:MAX_NAMED_IN_SUMMARY]) + (", …" if total > MAX_NAMED_IN_SUMMARY else "")
+
+
+def _crm_versions(rel: contract.Relation, mapper: Mapper, chunk: list[tuple[Any, ...]]) -> list[tuple[str, str | None]]:
+    """(source key, content hash of the line the transform would stage) of each CRM row; None
+    where the row breaks the contract or its key repeats (the transform rejects those with a
+    reason of its own: only their presence is compared)."""
+    out: list[tuple[str, str | None]] = []
+    for row in chunk:
+        if contract.row_problems(rel, row):
+            key_broken = any(c in rel.key_columns for c, _ in contract.row_problems(rel, row))
+            out.append((INVALID_KEY if key_broken else mapper.key_of(row), None))
+            continue
+        try:
+            mapped = mapper.map(row)
+        except (TypeError, ValueError, ArithmeticError, AttributeError):
+            out.append((mapper.key_of(row), None))
+            continue
+        out.append((mapped.source_key, mapped.content_hash))
+    seen: dict[str, int] = {}
+    for key, _ in out:
+        seen[key] = seen.get(key, 0) + 1
+    return [(key, None if seen[key] > 1 else version) for key, version in out]
+
+
+def _uncovered(
+    staged: list[tuple[datetime, datetime]], not_before: datetime, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The parts of [not_before, now) that no staged window covers (`staged` merged, in order)."""
+    gaps: list[tuple[datetime, datetime]] = []
+    cursor = not_before
+    for start, end in staged:
+        if start > cursor:
+            gaps.append((cursor, min(start, now)))
+        cursor = max(cursor, end)
+        if cursor >= now:
+            break
+    if cursor < now:
+        gaps.append((cursor, now))
+    return [(s, e) for s, e in gaps if s < e]
+
+
+_SENT = (Status.IMPORTED, Status.DELIVERY_UNKNOWN)
+
+
+def _differing_reason(store: StateStore, endpoint: str, row: dict[str, Any]) -> str:
+    where = f"{row['status']}{', ' + row['document'] if row['document'] else ''}"
+    if store.endpoints.creates_documents(endpoint) and row["status"] in _SENT:
+        return f"changed in the CRM after it was sent ({where})"
+    return f"the CRM holds a version the state store never staged ({where})"
+
+
+def _differing_summary(
+    store: StateStore, endpoint: str, relation: str, differing: list[dict[str, Any]], total: int
+) -> str:
+    named = ", ".join(
+        f"{d['source_key']} ({d['status']}{', ' + d['document'] if d['document'] else ''})"
+        for d in differing[:MAX_NAMED_IN_SUMMARY]
+    ) + (", …" if total > MAX_NAMED_IN_SUMMARY else "")
+    text = f"{total} {relation} rows differ from the version in the state store: {named}"
+    sent = [d for d in differing if d["status"] in _SENT]
+    if store.endpoints.creates_documents(endpoint) and sent:
+        text += (
+            ". A movement already sent is never re-sent (Gestimum would create another document): restore the CRM "
+            "row, or correct its document in Gestimum by hand (a delivery_unknown one: reconcile it first); the "
+            "others were never imported: rerun the partitions of their days so they are read and sent"
+        )
+    else:
+        text += ". Rerun the partitions of their days (a backfill) so the CRM's version is staged and sent"
+    return text

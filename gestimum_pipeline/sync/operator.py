@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gestimum_pipeline.sync.endpoints import EndpointRegistry
-from gestimum_pipeline.sync.state import StateStore
+from gestimum_pipeline.sync.state import StateStore, Status
+
+RETRY_REASON = "re-queued by `retry`: staged again from the CRM's current row before it is sent"
 
 
 class OperatorError(ValueError):
@@ -98,19 +100,22 @@ def retry(
     actor: str,
     run_id: str | None = None,
 ) -> ActionOutcome:
-    """Re-queues rejected, held or ignored rows: the next sync sends them again."""
+    """Re-queues rejected, held or ignored rows: the next sync stages each again from the CRM's
+    current row (sync/refresh.py), then sends it; a stale line is never sent."""
     _validate(endpoints, endpoint, keys, actor)
     # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
+    # The reason (source `operator`) is what marks the row to be read again from the CRM.
     return _apply(
         store,
         "retry",
         endpoint,
         keys,
         actor=actor,
-        from_statuses=("rejected", "held", "ignored"),
-        to_status="pending",
+        from_statuses=(Status.REJECTED, Status.HELD, Status.IGNORED),
+        to_status=Status.PENDING,
         needs_line=True,
         run_id=run_id,
+        reason=RETRY_REASON,
     )
 
 
@@ -132,8 +137,8 @@ def ignore(
         endpoint,
         keys,
         actor=actor,
-        from_statuses=("rejected", "held", "pending"),
-        to_status="ignored",
+        from_statuses=(Status.REJECTED, Status.HELD, Status.PENDING),
+        to_status=Status.IGNORED,
         reason=note,
         run_id=run_id,
     )
@@ -170,8 +175,8 @@ def reconcile(
             endpoint,
             keys,
             actor=actor,
-            from_statuses=("delivery_unknown",),
-            to_status="imported",
+            from_statuses=(Status.DELIVERY_UNKNOWN,),
+            to_status=Status.IMPORTED,
             document=(document or "").strip(),
             run_id=run_id,
         )
@@ -181,7 +186,7 @@ def reconcile(
         endpoint,
         keys,
         actor=actor,
-        from_statuses=("delivery_unknown",),
-        to_status="pending",
+        from_statuses=(Status.DELIVERY_UNKNOWN,),
+        to_status=Status.PENDING,
         run_id=run_id,
     )

@@ -65,6 +65,8 @@ def test_rows_committed_into_a_synced_window_afterwards_fail_the_check(crm_url: 
         "crm_rows_checked": 2,
         "crm_rows_unchanged_since_last_check": 0,
         "missing_from_state_store": 1,
+        "changed_since_staged": 0,
+        "on_days_never_synced": 0,
         "before_start_date": 1,
     }
     assert "C2" in finding.summary and [r["source_key"] for r in finding.rows] == ["C2"]
@@ -82,7 +84,9 @@ def test_a_window_unchanged_since_a_complete_check_is_not_read_again(crm_url: st
         first = coverage(store, crm_url)
         assert first.passed
         assert (first.counts["crm_rows_checked"], first.counts["crm_rows_unchanged_since_last_check"]) == (0, 2)
-        # A row edited since: the window is read key by key, then proven by the check's own pass.
+        # A row edited since: the window is read again and the edit, never staged, fails the check
+        # (issue 18, point 2: versions, not only keys) until the window is staged again; then the
+        # check's own pass proves it.
         crm = connect(crm_url)
         try:
             with crm, crm.cursor() as cur:
@@ -92,7 +96,11 @@ def test_a_window_unchanged_since_a_complete_check_is_not_read_again(crm_url: st
         finally:
             crm.close()
         edited = coverage(store, crm_url)
-        assert edited.passed and edited.counts["crm_rows_checked"] == 2
+        assert not edited.passed and edited.counts["crm_rows_checked"] == 2
+        assert [r["source_key"] for r in edited.rows] == ["C1"]
+        assert not coverage(store, crm_url).passed  # the evidence is not erased by the first pass
+        stage_friday(store, crm_url)
+        assert coverage(store, crm_url).passed
         again = coverage(store, crm_url)
         assert again.passed
         assert (again.counts["crm_rows_checked"], again.counts["crm_rows_unchanged_since_last_check"]) == (0, 2)

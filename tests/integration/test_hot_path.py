@@ -74,7 +74,7 @@ def test_trigger_kept_counts_match_the_records(database_url: str) -> None:
     """counts() sums trigger-kept deltas: it must equal a scan of the records after any change."""
     from gestimum_pipeline.gestimum.envelope import LineFormat
     from gestimum_pipeline.sync.mapping import clients_mapper
-    from gestimum_pipeline.sync.state import _COMPACT_DELTAS_ABOVE, Outcome, StateStore
+    from gestimum_pipeline.sync.state import COMPACT_DELTAS_ABOVE, Outcome, StateStore
 
     mapper = clients_mapper(LineFormat().encoder())
 
@@ -93,33 +93,33 @@ def test_trigger_kept_counts_match_the_records(database_url: str) -> None:
         rows.append(mapper.map(("BAD", "x" * 200, None, None, None, None, None, None, None)))
         store.stage("clients", rows, partition="p", run_id="r")
         assert store.counts() == scanned(store) == {"clients": {"pending": 50, "rejected": 1}}
-        store._lease = ("X", store._take_lease("X"))  # a fenced writer, as inside company_lock
-        keys = [f"C{i}" for i in range(20)]
-        store.mark_in_flight("clients", keys, request_id="q1", run_id="r")
-        assert store.counts("clients") == scanned(store)
-        store.record_outcomes(
-            "clients", [Outcome(k, i % 5 != 0, reason=None if i % 5 else "non") for i, k in enumerate(keys)]
-        )
-        assert store.counts() == scanned(store)
-        # Re-staging changed rows (INSERT ... ON CONFLICT DO UPDATE) and deleting some.
-        changed = [
-            mapper.map((f"C{i}", f"Client {i} bis", None, None, None, None, None, None, None)) for i in range(10)
-        ]
-        store.stage("clients", changed, partition="p", run_id="r2")
-        with store.conn, store.conn.cursor() as cur:
-            cur.execute("DELETE FROM gestimum_sync.records WHERE source_key IN ('C30', 'C31')")
-        assert store.counts() == scanned(store)
-        # Enough statements to trigger a compaction: the sums stay exact.
-        for i in range(_COMPACT_DELTAS_ABOVE // 2 + 10):
-            key = [f"C{40 + i % 5}"]
-            store.apply_action("ignore", "clients", key, actor="t", from_statuses=["pending"], to_status="ignored")
-            store.apply_action("retry", "clients", key, actor="t", from_statuses=["ignored"], to_status="pending")
-            store.mark_in_flight("clients", key, request_id=f"q{i}", run_id="r")
-            store.settle_in_flight("clients", key, delivered=False, reason="retry")
+        with store.company_lock("X"):  # a fenced writer
+            keys = [f"C{i}" for i in range(20)]
+            store.mark_in_flight("clients", keys, request_id="q1", run_id="r")
+            assert store.counts("clients") == scanned(store)
+            store.record_outcomes(
+                "clients", [Outcome(k, i % 5 != 0, reason=None if i % 5 else "non") for i, k in enumerate(keys)]
+            )
+            assert store.counts() == scanned(store)
+            # Re-staging changed rows (INSERT ... ON CONFLICT DO UPDATE) and deleting some.
+            changed = [
+                mapper.map((f"C{i}", f"Client {i} bis", None, None, None, None, None, None, None)) for i in range(10)
+            ]
+            store.stage("clients", changed, partition="p", run_id="r2")
+            with store.conn, store.conn.cursor() as cur:
+                cur.execute("DELETE FROM gestimum_sync.records WHERE source_key IN ('C30', 'C31')")
+            assert store.counts() == scanned(store)
+            # Enough statements to trigger a compaction: the sums stay exact.
+            for i in range(COMPACT_DELTAS_ABOVE // 2 + 10):
+                key = [f"C{40 + i % 5}"]
+                store.apply_action("ignore", "clients", key, actor="t", from_statuses=["pending"], to_status="ignored")
+                store.apply_action("retry", "clients", key, actor="t", from_statuses=["ignored"], to_status="pending")
+                store.mark_in_flight("clients", key, request_id=f"q{i}", run_id="r")
+                store.settle_in_flight("clients", key, delivered=False, reason="retry")
         assert store.counts() == scanned(store)
         with store.conn, store.conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM gestimum_sync.status_deltas")
-            assert cur.fetchone()[0] <= _COMPACT_DELTAS_ABOVE + 10
+            assert cur.fetchone()[0] <= COMPACT_DELTAS_ABOVE + 10
 
 
 def test_master_data_outcomes_are_written_in_the_background_and_waited_for(database_url: str) -> None:
@@ -145,14 +145,16 @@ def test_master_data_outcomes_are_written_in_the_background_and_waited_for(datab
         # The lock was released only once both requests' outcomes were committed.
         assert store.counts("clients") == {"clients": {"imported": 20, "pending": 10}}
 
-        def fail(*args: object) -> None:
-            raise psycopg2.OperationalError("server closed the connection unexpectedly")
-
-        assert store._writer is not None
-        store._writer._apply = fail
-        store._lease = ("X", store._take_lease("X"))  # a fenced writer, as inside company_lock
-        store.mark_in_flight("clients", keys[20:], request_id="q3", run_id="r")
-        store.record_outcomes("clients", [Outcome(k, True) for k in keys[20:]])
-        with _pytest.raises(OutcomesNotRecorded, match=r"earlier clients request failed .*stay in flight"):
-            store.counts("clients")
+        # The background write fails: a constraint added meanwhile refuses its UPDATE.
+        with store.conn, store.conn.cursor() as cur:
+            cur.execute(
+                "ALTER TABLE gestimum_sync.records ADD CONSTRAINT no_more_imports"
+                " CHECK (status <> 'imported' OR source_key IN (%s)) NOT VALID",
+                (psycopg2.extensions.AsIs(",".join(f"'{k}'" for k in keys[:20])),),
+            )
+        with _pytest.raises(OutcomesNotRecorded, match=r"earlier clients request failed .*stay in flight"):  # noqa: SIM117
+            with store.company_lock("X"):
+                store.mark_in_flight("clients", keys[20:], request_id="q3", run_id="r")
+                store.record_outcomes("clients", [Outcome(k, True) for k in keys[20:]])
+                store.counts("clients")
         assert store.counts("clients") == {"clients": {"imported": 20, "in_flight": 10}}

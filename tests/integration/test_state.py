@@ -8,9 +8,7 @@ import pytest
 
 from gestimum_pipeline.gestimum.encoding import LineEncoder
 from gestimum_pipeline.sync.mapping import MappedRow, clients_mapper, contacts_mapper, documents_stock_mapper
-from gestimum_pipeline.sync.state import _MIGRATIONS, Outcome, StateStore
-
-LATEST_VERSION = _MIGRATIONS[-1][0]
+from gestimum_pipeline.sync.state import LATEST_VERSION, Outcome, StateStore
 
 ENC = LineEncoder()
 
@@ -156,7 +154,7 @@ def test_the_in_flight_marker_is_durable_whatever_the_servers_synchronous_commit
     with store.conn, store.conn.cursor() as cur:
         cur.execute("SHOW synchronous_commit")
         assert cur.fetchone()[0] == "off"
-    store._own_conn().cursor_factory = Recording
+    store.conn.cursor_factory = Recording
     assert store.mark_in_flight("clients", ["C1"], request_id="q", run_id="r") == ["C1"]
     assert seen and set(seen) == {"on"}
 

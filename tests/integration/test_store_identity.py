@@ -48,7 +48,7 @@ def test_state_init_creates_the_store_once_and_for_one_company_file(
     assert "created" in capsys.readouterr().out
     assert main([*init, "--company-file", "A.Gestimum"]) == 0  # idempotent
     assert "already exists" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r"belongs to company file 'A.Gestimum' on Gestimum host 'erp.example'"):
+    with pytest.raises(SystemExit, match=r"belongs to company file 'A.Gestimum' on Gestimum host 'erp.example:8443'"):
         main([*init, "--company-file", "B.Gestimum"])
     assert main(["rejections", "--database-url", database_url]) == 0  # now it exists
 

@@ -79,6 +79,18 @@ def test_freshness_and_waiting_age_follow_the_configured_lag() -> None:
         Settings.from_env({"GESTIMUM_MAX_LAG_MINUTES": "0"})
 
 
+def test_the_stock_503_policy_is_a_setting_that_reaches_the_gestimum_resource() -> None:
+    """Issue 18, low: GESTIMUM_STOCK_RETRY_ON_503 (default true, today's policy)."""
+    from gestimum_pipeline.defs.resources import build_resources
+
+    assert Settings.from_env({}).stock_retry_on_503 is True
+    assert build_resources(Settings.from_env({}))["gestimum"].stock_retry_on_503 is True
+    off = Settings.from_env({"GESTIMUM_STOCK_RETRY_ON_503": "false"})
+    assert build_resources(off)["gestimum"].stock_retry_on_503 is False
+    with pytest.raises(ValueError, match="GESTIMUM_STOCK_RETRY_ON_503 must be true or false"):
+        Settings.from_env({"GESTIMUM_STOCK_RETRY_ON_503": "maybe"})
+
+
 def test_partitions_include_today_in_the_configured_time_zone() -> None:
     partitions = defs.resolve_job_def("gestimum_sync").partitions_def
     assert isinstance(partitions, dg.DailyPartitionsDefinition)
@@ -116,12 +128,30 @@ def test_after_an_outage_the_schedule_covers_every_day_since_the_last_success() 
     schedule = defs.resolve_schedule_def("gestimum_sync_schedule")
     when = datetime(2026, 3, 30, 9, 0, tzinfo=ZoneInfo("Europe/Paris"))
     with dg.instance_for_test() as instance:
-        _synced(instance, {e: "2026-03-27" for e in SINKS} | {"clients": "2026-03-26"})
-        _synced(instance, {e: "2026-03-20" for e in SINKS})  # an older day does not matter
+        _synced(instance, {e: "2026-03-26" for e in SINKS})
+        _synced(instance, {e: "2026-03-27" for e in SINKS if e != "clients"})
         with dg.build_schedule_context(
             instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
         ) as context:
             requests = schedule.evaluate_tick(context).run_requests
     assert len(requests) == 1
     assert requests[0].tags["dagster/asset_partition_range_start"] == "2026-03-25"
+    assert requests[0].tags["dagster/asset_partition_range_end"] == "2026-03-30"
+
+
+def test_catch_up_starts_from_the_first_day_not_synced_whatever_was_synced_later() -> None:
+    """Issue 18, point 3: days missed in an outage (the 21st to the 25th) stay missed after later
+    days were synced (by hand, or a dry run): the run starts the day before the last day of the
+    unbroken run (the 20th), as it would have on the 21st."""
+    schedule = defs.resolve_schedule_def("gestimum_sync_schedule")
+    when = datetime(2026, 3, 30, 9, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    with dg.instance_for_test() as instance:
+        _synced(instance, {e: "2026-03-27" for e in SINKS} | {"clients": "2026-03-26"})
+        _synced(instance, {e: "2026-03-20" for e in SINKS})  # then nothing until the 26th
+        with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests
+    assert len(requests) == 1
+    assert requests[0].tags["dagster/asset_partition_range_start"] == "2026-03-19"
     assert requests[0].tags["dagster/asset_partition_range_end"] == "2026-03-30"
