@@ -38,7 +38,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg2.errors
@@ -133,13 +132,13 @@ class Changes:
         return self.first is not None
 
 
-def _relkinds(cur: Any, schema: str, names: Sequence[str]) -> dict[str, str]:
-    cur.execute(
-        "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = ANY(%s)",
-        (schema, list(names)),
-    )
-    return {str(name): str(kind) for name, kind in cur.fetchall()}
+# One round trip: the transaction's limits, its time and the relations' kinds (tables have row versions).
+_START = (
+    "SET TRANSACTION READ ONLY; "
+    f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'; "
+    "SELECT now(), (SELECT coalesce(json_object_agg(c.relname, c.relkind), '{}') FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s))"
+)
 
 
 def _tail_query(schema: str, name: str, kind: str) -> sql.Composable:
@@ -182,17 +181,13 @@ def probe(
         raise ValueError("probe needs a connection in a transaction (autocommit off) for its local limits")
     try:
         with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            cur.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-            cur.execute("SELECT now()")
-            at: datetime = cur.fetchone()[0]
+            cur.execute(_START, (schema, list(relations)))
+            at, kinds = cur.fetchone()
             # Never move the bound back (a clock set back): a row seen once is not seen again as new.
             since = at - margin
             compared = cursor.since if cursor is not None and at - cursor.since <= max_tail_age else None
             if compared is not None:
                 since = max(since, compared)
-            kinds = _relkinds(cur, schema, relations)
             query = sql.SQL(" UNION ALL ").join(_tail_query(schema, r, kinds.get(r, "v")) for r in relations)
             cur.execute(query, {"since": since, "compared": since if compared is None else compared})
             rows = cur.fetchall()
