@@ -20,6 +20,9 @@ floor and a dlt peer, and Dagster's overhead on a 731-day range.
 3. **Dagster's overhead on a 731-day range** (`--skip-overhead` leaves it out): the
    pipeline on a small CRM spread over `--overhead-days` (731) days, then a rerun of that
    range and a rerun of one day, each minus its own asset work.
+4. **The change sensor** (`--sensor`, off by default: about 20 minutes; bench/sensor.py, whose
+   options `--commits`, `--quiet-seconds`... apply): commit-to-Gestimum latency under the
+   daemon, the runs a quiet CRM starts, the probe's cost at `--probe-customers`.
 
 Beside the wall times: the cost per line (bench/harness.py, COST_DEFINITIONS) and WAL bytes
 per line. Prints a table, or JSON (``--json``). Timings are figures, never assertions: the
@@ -289,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-customers", type=int, default=1000, help="that section's CRM (default 1000)")
     parser.add_argument("--overhead-days", type=int, default=731, help="that section's range (default 731 days)")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    argv = sys.argv[1:] if argv is None else argv
+    if "--variant" not in argv:  # a timed child process does not import the sensor's section
+        from bench import sensor
+
+        parser.add_argument(
+            "--sensor", action="store_true", help="also the change sensor's section (bench/sensor.py, ~20 minutes)"
+        )
+        sensor.add_arguments(parser)
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant (child process)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -326,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["overhead"] = overhead_section(args, sink, Path(tmp))
     finally:
         sink.close()
+    if args.sensor:
+        results["sensor"] = sensor.bench(args)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     results["targets"] = targets(results)
     if args.json:
@@ -378,6 +391,11 @@ def _pair(f: dict[str, Any], variant: str) -> str | None:
 
 
 def print_table(results: dict[str, Any]) -> None:
+    if "sensor" in results:
+        from bench import sensor
+
+        sensor.print_table(results["sensor"])
+        print()
     if "small" in results:
         from bench import small
 

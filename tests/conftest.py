@@ -43,7 +43,13 @@ TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "e2e")
 # The longest tests go first, so that with several workers none is left alone at the end
 # with a daemon test that started last.
-LONGEST_FIRST = ("test_production_instance.py", "test_ui.py", "test_cli_materialize.py", "test_alerts.py")
+LONGEST_FIRST = (
+    "test_production_instance.py",
+    "test_ui.py",
+    "test_cli_materialize.py",
+    "test_alerts.py",
+    "test_change_sensor.py",
+)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -106,6 +106,7 @@ class GestimumSync(dg.Component, dg.Resolvable):
         STATE_SCHEMA
     )
     cron: Annotated[str, _doc("The sync schedule (cron, in timezone)")] = Settings.cron
+    change_sensor: Annotated[bool, _doc("Start the change sensor running (runs the days the CRM changed)")] = False
     timezone: Annotated[str, _doc("The partitions' and the schedule's time zone")] = Settings.timezone
     start_date: Annotated[str, _doc("First daily partition (YYYY-MM-DD)")] = Settings.start_date
     max_lag_minutes: Annotated[float, _doc("How far Gestimum may lag behind the CRM, in minutes (freshness)")] = (
@@ -141,6 +142,7 @@ class GestimumSync(dg.Component, dg.Resolvable):
             start_date=self.start_date,
             timezone=self.timezone,
             cron=self.cron,
+            change_sensor=self.change_sensor,
             max_lag_minutes=self.max_lag_minutes,
             max_waiting_minutes=self.max_lag_minutes,
             crm_schema=self.crm_schema,

@@ -20,6 +20,7 @@ from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources, deployment_resources
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
+from gestimum_pipeline.defs.sensors import build_change_sensor
 from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 
@@ -63,6 +64,7 @@ def build_definitions(
                     settings, job, daily_partitions(settings), [sink_key(n, settings) for n in endpoints.names]
                 )
             ],
+            sensors=[build_change_sensor(settings, job, daily_partitions(settings))],
             # Connection targets and credentials are not run config: only sync_options is.
             resources={settings.scoped(key): value for key, value in deployment_resources(company_resources).items()},
             # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a

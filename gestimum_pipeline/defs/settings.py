@@ -75,6 +75,9 @@ class Settings:
     start_date: str = "2024-01-01"  # GESTIMUM_SYNC_START_DATE
     timezone: str = "Europe/Paris"  # GESTIMUM_SYNC_TIMEZONE
     cron: str = "0 * * * *"  # GESTIMUM_SYNC_CRON
+    # The change sensor: runs the partitions the CRM changed, within seconds (defs/sensors.py).
+    change_sensor: bool = False  # GESTIMUM_CHANGE_SENSOR: its default status (running when true)
+    change_sensor_interval_seconds: int = 30  # GESTIMUM_CHANGE_SENSOR_INTERVAL_SECONDS
     # How far Gestimum may lag behind the CRM: a sink not materialized for this long fails its
     # freshness policy (warned at two thirds of it), and rows pending or held longer fail a check.
     max_lag_minutes: float = 180.0  # GESTIMUM_MAX_LAG_MINUTES
@@ -124,6 +127,10 @@ class Settings:
             start_date=read.text("GESTIMUM_SYNC_START_DATE", cls.start_date),
             timezone=read.text("GESTIMUM_SYNC_TIMEZONE", cls.timezone),
             cron=read.text("GESTIMUM_SYNC_CRON", cls.cron),
+            change_sensor=read.flag("GESTIMUM_CHANGE_SENSOR", cls.change_sensor),
+            change_sensor_interval_seconds=read.integer(
+                "GESTIMUM_CHANGE_SENSOR_INTERVAL_SECONDS", cls.change_sensor_interval_seconds
+            ),
             max_lag_minutes=max_lag,
             max_waiting_minutes=read.minutes("GESTIMUM_MAX_WAITING_MINUTES", max_lag),
             crm_schema=read.text("CRM_SCHEMA", cls.crm_schema),

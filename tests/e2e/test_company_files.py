@@ -180,6 +180,14 @@ def test_each_company_file_has_its_pool_schedule_and_resources(
     assert graph.get(dg.AssetKey(["bravo", "gestimum", "clients"])).tags["gestimum/company_file"] == "BRAVO.Gestimum"
     schedules = {s.name: s for s in merged.schedules or []}
     assert set(schedules) == {"acme_gestimum_sync_schedule", "bravo_gestimum_sync_schedule"}
+    sensors = {s.name: s for s in merged.sensors or []}
+    assert set(sensors) == {"acme_gestimum_change_sensor", "bravo_gestimum_change_sensor"}
+    assert sensors["acme_gestimum_change_sensor"].default_status == dg.DefaultSensorStatus.STOPPED
+    on = GestimumSync.resolve_from_yaml(
+        textwrap.dedent(defs_yaml("acme").split("attributes:\n", 1)[1]) + "change_sensor: true\n"
+    )
+    on_defs = build_definitions(on.settings(), resources=on.resources(on.settings()), with_alerts=False)
+    assert on_defs.resolve_sensor_def("acme_gestimum_change_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     resources = merged.resources or {}
     assert {"acme_crm", "acme_gestimum", "acme_sync_state", "bravo_sync_state"} <= set(resources)
     wired = {name: c.resources(c.settings()) for name, c in components.items()}

@@ -155,3 +155,19 @@ def test_catch_up_starts_from_the_first_day_not_synced_whatever_was_synced_later
     assert len(requests) == 1
     assert requests[0].tags["dagster/asset_partition_range_start"] == "2026-03-19"
     assert requests[0].tags["dagster/asset_partition_range_end"] == "2026-03-30"
+
+
+def test_change_sensor_is_off_by_default_and_turned_on_by_the_environment() -> None:
+    sensor = defs.resolve_sensor_def("gestimum_change_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.minimum_interval_seconds == 30 and sensor.job_name == "gestimum_sync"
+    on = build_definitions(
+        Settings.from_env({"GESTIMUM_CHANGE_SENSOR": "true", "GESTIMUM_CHANGE_SENSOR_INTERVAL_SECONDS": "10"})
+    )
+    dg.Definitions.validate_loadable(on)
+    sensor = on.resolve_sensor_def("gestimum_change_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 10
+    with pytest.raises(ValueError, match="GESTIMUM_CHANGE_SENSOR must be true or false"):
+        Settings.from_env({"GESTIMUM_CHANGE_SENSOR": "maybe"})
+    with pytest.raises(ValueError, match="GESTIMUM_CHANGE_SENSOR_INTERVAL_SECONDS must be at least 1"):
+        build_definitions(Settings(change_sensor_interval_seconds=0))
