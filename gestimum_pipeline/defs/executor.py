@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import dagster as dg
 
 from gestimum_pipeline.defs.settings import CELERY_BROKER_ENV, Settings
@@ -22,6 +24,13 @@ def sync_executor(settings: Settings) -> dg.ExecutorDefinition:
     """
     if settings.executor != "celery":
         return dg.in_process_executor
+    return _celery_executor(settings.celery_queue)
+
+
+# One object per queue: the company files of a code location (one Definitions each) merge only
+# if they hold the very same executor.
+@cache
+def _celery_executor(queue: str) -> dg.ExecutorDefinition:
     try:
         from dagster_celery import celery_executor
     except ImportError:
@@ -34,7 +43,7 @@ def sync_executor(settings: Settings) -> dg.ExecutorDefinition:
             # written in the run's configuration, the UI or the logs.
             "broker": {"env": CELERY_BROKER_ENV},
             "backend": CELERY_RESULT_BACKEND,
-            "config_source": {"task_default_queue": settings.celery_queue},
+            "config_source": {"task_default_queue": queue},
         },
         name="celery",
     )
