@@ -15,6 +15,7 @@ import dagster as dg
 from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
 from gestimum_pipeline.defs.assets import build_assets, sink_key
 from gestimum_pipeline.defs.checks import build_all_state_checks
+from gestimum_pipeline.defs.executor import sync_executor
 from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
@@ -67,12 +68,8 @@ def build_definitions(
             sensors=[build_change_sensor(settings, job, daily_partitions(settings))],
             # Connection targets and credentials are not run config: only sync_options is.
             resources={settings.scoped(key): value for key, value in deployment_resources(company_resources).items()},
-            # A run's steps are I/O-bound and ordered (the sinks of a company file go one at a
-            # time), so they run one after another in the run's process: a process per step
-            # cost about 2 s each, most of a short run. A crash is contained by the state store
-            # (rows in flight are resolved by the next run), not by processes. Pools still hold:
-            # this executor claims slots through the same instance concurrency context.
-            executor=dg.in_process_executor,
+            # in_process unless the deployment says celery (defs/executor.py says why).
+            executor=sync_executor(settings),
         ),
         alert_definitions(settings, webhook) if with_alerts else dg.Definitions(),
     )

@@ -22,6 +22,9 @@ from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
 
 ALERT_WEBHOOK_ENV = "GESTIMUM_ALERT_WEBHOOK_URL"
 UI_URL_ENV = "GESTIMUM_UI_URL"
+# The broker URL may carry a password: the executor reads it from this variable at run time.
+CELERY_BROKER_ENV = "GESTIMUM_CELERY_BROKER_URL"
+EXECUTORS = ("in_process", "celery")
 
 
 class _Reader:
@@ -107,6 +110,10 @@ class Settings:
     step_retry_delay_seconds: float = 2.0  # GESTIMUM_STEP_RETRY_DELAY_SECONDS
     alert_webhook_configured: bool = False  # GESTIMUM_ALERT_WEBHOOK_URL is set (its value is a secret)
     ui_url: str = ""  # GESTIMUM_UI_URL
+    # Where a run's steps execute: in the run's process, or as tasks on Celery workers (the
+    # `[celery]` extra; docs/production/README.md, "Celery"), on the broker of CELERY_BROKER_ENV.
+    executor: str = "in_process"  # GESTIMUM_EXECUTOR
+    celery_queue: str = "dagster"  # GESTIMUM_CELERY_QUEUE: the queue the workers listen on (-Q)
     # Empty for the environment's one company file. Set by the GestimumSync component when a code
     # location holds several: it prefixes the asset keys, resource keys, job and schedule names.
     key_prefix: str = ""
@@ -123,6 +130,11 @@ class Settings:
         """The settings from `env` (default: the process environment); raises ValueError naming a bad variable."""
         read = _Reader(os.environ if env is None else env)
         max_lag = read.minutes("GESTIMUM_MAX_LAG_MINUTES", cls.max_lag_minutes)
+        executor = read.text("GESTIMUM_EXECUTOR", cls.executor)
+        if executor not in EXECUTORS:
+            raise ValueError(f"setting GESTIMUM_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+        if executor == "celery" and not read.raw(CELERY_BROKER_ENV):
+            raise ValueError(f"setting GESTIMUM_EXECUTOR=celery needs {CELERY_BROKER_ENV} (the broker's URL)")
         return cls(
             start_date=read.text("GESTIMUM_SYNC_START_DATE", cls.start_date),
             timezone=read.text("GESTIMUM_SYNC_TIMEZONE", cls.timezone),
@@ -153,4 +165,6 @@ class Settings:
             step_retry_delay_seconds=read.real("GESTIMUM_STEP_RETRY_DELAY_SECONDS", cls.step_retry_delay_seconds),
             alert_webhook_configured=bool(read.raw(ALERT_WEBHOOK_ENV)),
             ui_url=read.raw(UI_URL_ENV),
+            executor=executor,
+            celery_queue=read.text("GESTIMUM_CELERY_QUEUE", cls.celery_queue),
         )

@@ -269,6 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._import(endpoint, body)
 
     def _import(self, endpoint: Endpoint, body: bytes) -> None:
+        self._received_at = time.time()
         simulator = self.server.simulator
         fault = simulator._faults.take(endpoint.name)
         kind = fault.kind if fault else None
@@ -332,6 +333,8 @@ class _Handler(BaseHTTPRequestHandler):
             rejected=outcome.rejected if outcome is not None else 0,
             test_mode=outcome.test_mode if outcome is not None else False,
             documents=list(outcome.documents) if outcome is not None else [],
+            received_at=self._received_at,
+            recorded_at=time.time(),
         )
         self.server.simulator.state.record_request(record)
         # Counts, status and our own messages only: never the body, which holds the password.

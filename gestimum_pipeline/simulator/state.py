@@ -38,6 +38,10 @@ class RequestRecord:
     rejected: int = 0
     test_mode: bool = False
     documents: list[str] = field(default_factory=list)  # numbers of the documents created
+    # Wall-clock span (time.time()): the body read, then the outcome recorded just before answering.
+    # Not part of equality: two records are the same request outcome whenever they happened.
+    received_at: float = field(default=0.0, compare=False)
+    recorded_at: float = field(default=0.0, compare=False)
 
 
 class SimulatorState:

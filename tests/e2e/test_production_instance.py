@@ -31,11 +31,11 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.events import DagsterEventType
-from dagster_services import BIN, free_port, launch_backfill, log_tail, process_group, wait_for_webserver
+from dagster_services import BIN, free_port, launch_backfill, log_tail, pg_env, process_group, wait_for_webserver
 from sync_harness import query_rows
 
 from gestimum_pipeline.crm.demo import load_demo_data
-from gestimum_pipeline.db import connect, connection_parameters, create_database, drop_database
+from gestimum_pipeline.db import connect, create_database, drop_database
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
 from gestimum_pipeline.sync.state import StateStore
 
@@ -62,27 +62,6 @@ WORKSPACE = {
         {"python_module": {"module_name": "gestimum_pipeline.definitions", "location_name": "gestimum_pipeline"}}
     ]
 }
-
-
-def pg_env(url: str) -> dict[str, str]:
-    """The DAGSTER_PG_* variables the production dagster.yaml reads, from a postgresql:// URL.
-
-    A Unix-socket URL (the embedded server's: ``postgresql://user@/db?host=/socket/dir``)
-    leaves DAGSTER_PG_HOST empty and names the socket directory in PGHOST, which libpq reads
-    when the connection string has no host.
-    """
-    params = connection_parameters(url)
-    host = params.get("host", "")
-    env = {
-        "DAGSTER_PG_HOST": "" if host.startswith("/") else host,
-        "DAGSTER_PG_PORT": params.get("port", "5432"),
-        "DAGSTER_PG_DB": params.get("dbname", ""),
-        "DAGSTER_PG_USER": params.get("user", ""),
-        "DAGSTER_PG_PASSWORD": params.get("password", ""),
-    }
-    if host.startswith("/"):
-        env["PGHOST"] = host
-    return env
 
 
 def instance_from_yaml(path: Path, home: Path) -> dg.DagsterInstance:

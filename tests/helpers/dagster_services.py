@@ -20,6 +20,8 @@ from typing import Any
 
 import requests
 
+from gestimum_pipeline.db import connection_parameters
+
 BIN = Path(sys.executable).parent  # dagster, dagster-webserver, dagster-daemon of this virtualenv
 STARTUP_TIMEOUT_SECONDS = 90.0
 
@@ -143,3 +145,24 @@ def launch_backfill(
     launched = graphql(webserver_url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     return str(launched["backfillId"])
+
+
+def pg_env(url: str) -> dict[str, str]:
+    """The DAGSTER_PG_* variables the production dagster.yaml reads, from a postgresql:// URL.
+
+    A Unix-socket URL (the embedded server's: ``postgresql://user@/db?host=/socket/dir``)
+    leaves DAGSTER_PG_HOST empty and names the socket directory in PGHOST, which libpq reads
+    when the connection string has no host.
+    """
+    params = connection_parameters(url)
+    host = params.get("host", "")
+    env = {
+        "DAGSTER_PG_HOST": "" if host.startswith("/") else host,
+        "DAGSTER_PG_PORT": params.get("port", "5432"),
+        "DAGSTER_PG_DB": params.get("dbname", ""),
+        "DAGSTER_PG_USER": params.get("user", ""),
+        "DAGSTER_PG_PASSWORD": params.get("password", ""),
+    }
+    if host.startswith("/"):
+        env["PGHOST"] = host
+    return env

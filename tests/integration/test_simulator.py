@@ -272,6 +272,9 @@ def test_request_log_records_each_import(simulator: GestimumSimulator) -> None:
         RequestRecord("comptes", 2, 200, None, imported=2, rejected=0),
         RequestRecord("references_clients_articles", 2, 200, None, imported=0, rejected=2),
     ]
+    # Each request's span, on the wall clock: the second one came after the first was answered.
+    first, second = simulator.state.requests
+    assert 0 < first.received_at <= first.recorded_at <= second.received_at <= second.recorded_at
 
 
 # --- business rules --------------------------------------------------------------------

@@ -171,3 +171,34 @@ def test_change_sensor_is_off_by_default_and_turned_on_by_the_environment() -> N
         Settings.from_env({"GESTIMUM_CHANGE_SENSOR": "maybe"})
     with pytest.raises(ValueError, match="GESTIMUM_CHANGE_SENSOR_INTERVAL_SECONDS must be at least 1"):
         build_definitions(Settings(change_sensor_interval_seconds=0))
+
+
+def test_the_sync_job_runs_in_process_unless_the_deployment_says_celery(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = build_definitions(Settings()).resolve_job_def("gestimum_sync")
+    assert job.executor_def is dg.in_process_executor
+
+    env = {"GESTIMUM_EXECUTOR": "celery", "GESTIMUM_CELERY_BROKER_URL": "pyamqp://u:s3cret@mq:5672//"}
+    settings = Settings.from_env({**env, "GESTIMUM_CELERY_QUEUE": "acme"})
+    celery_job = build_definitions(settings).resolve_job_def("gestimum_sync")
+    assert celery_job.executor_def.name == "celery"
+    # The broker URL (it may carry a password) is read from the environment when a run starts,
+    # never written in the definitions: without the variable, the executor's config does not resolve.
+    schema = celery_job.executor_def.config_schema
+    monkeypatch.delenv("GESTIMUM_CELERY_BROKER_URL", raising=False)
+    assert not schema.resolve_config({}).success
+    monkeypatch.setenv("GESTIMUM_CELERY_BROKER_URL", env["GESTIMUM_CELERY_BROKER_URL"])
+    resolved = schema.resolve_config({})
+    assert resolved.success, resolved.errors
+    assert Settings.from_env(env).celery_queue == "dagster"  # what a worker listens on without -Q
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"GESTIMUM_EXECUTOR": "multiprocess"}, "GESTIMUM_EXECUTOR must be one of in_process, celery"),
+        ({"GESTIMUM_EXECUTOR": "celery"}, "needs GESTIMUM_CELERY_BROKER_URL"),
+    ],
+)
+def test_a_bad_executor_setting_names_the_variable(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Settings.from_env(env)
