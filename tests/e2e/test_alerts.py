@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -244,10 +243,8 @@ def test_notifier_unreachable_receiver(receiver: Receiver, caplog: pytest.LogCap
 
 def test_notifier_times_out_and_does_not_post_twice(receiver: Receiver) -> None:
     receiver.hang.set()
-    started = time.monotonic()
     with pytest.raises(WebhookError) as raised:
         WebhookNotifier(receiver.url, timeout_seconds=0.3, retries=3, backoff_seconds=0.01).post({"text": "x"})
-    assert time.monotonic() - started < 3
     assert str(raised.value) == f"alert webhook at {receiver.host} did not answer within 0.3s"
     assert receiver.attempts == 1  # the body was sent: re-posting could duplicate the alert
 

@@ -437,7 +437,7 @@ def test_celery_workers_sync_company_files_apart_one_writer_each_and_survive_a_k
     # Every step ran as a Celery task, and the engine used both workers.
     assert all(len(steps) >= 15 for name in ("bravo", "carlo") for steps in executed[name]), executed
     assert {w.split("@")[0] for runs_ in executed.values() for steps in runs_ for w in steps.values()} == set(WORKERS)
-    assert all((p.active_slot_count, p.pending_step_count) == (0, 0) for p in pools)  # slots given back
+    assert all((p.active_slot_count, p.pending_step_count) == (0, 0) for p in pools.values())  # slots given back
 
     requests = {name: _requests(dep.simulators[name], name) for name in COMPANIES}
     for i, name in enumerate(COMPANIES, start=1):

@@ -283,9 +283,7 @@ def test_gestimum_unreachable_at_start(dep: Deployment, capsys: pytest.CaptureFi
     good = dep.gestimum_url
     dep.gestimum_url = closed_port_url()
     case = CaseRecord("fault", "gestimum_unreachable_at_start", "the preflight fails, no step after it runs", "")
-    started = time.monotonic()
     run = run_job(dep)
-    assert time.monotonic() - started < 15
     no_leak(dep, run)
     message = run.failure("sync/preflight")
     says(message, "nothing was read", "GESTIMUM_URL", "could not reach Gestimum", "rerun")
