@@ -24,8 +24,10 @@ from gestimum_pipeline.defs.metadata import (
     COMPANY_FILE_TAG,
     ENDPOINT_TAG,
     column_lineage,
+    company_file_tag,
     crm_column_schema,
     gestimum_column_schema,
+    missing_run_tags,
     record_per_partition,
     tag_value,
     timestamp,
@@ -121,7 +123,23 @@ def _resource_keys(settings: Settings) -> set[str]:
 
 
 def _resources(context: dg.AssetExecutionContext, settings: Settings) -> _Resources:
+    _tag_run(context, settings)
     return _Resources(*(getattr(context.resources, settings.scoped(name)) for name in RESOURCE_NAMES))
+
+
+def _tag_run(context: dg.AssetExecutionContext, settings: Settings) -> None:
+    """A run launched from the asset graph (or `dg launch --assets`) is Dagster's own asset job,
+    which no definition can tag: its first step adds the tags `gestimum_sync` runs carry, so run
+    history filters by company file and trigger whatever launched it. A no-op on tagged runs."""
+    if context.run_id in _TAGGED_RUNS:
+        return  # an earlier step of this run in this process tagged it (context.run is loaded once)
+    missing = missing_run_tags(context.run.tags, settings.company_file)
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+    _TAGGED_RUNS.add(context.run_id)
+
+
+_TAGGED_RUNS: set[str] = set()
 
 
 def _window(context: dg.AssetExecutionContext, options: SyncOptions) -> Window:
@@ -158,7 +176,7 @@ def _transient(what: str, exc: Exception) -> dg.Failure:
 
 
 def _asset_tags(settings: Settings, endpoint: str | None = None) -> dict[str, str]:
-    tags = {COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
+    tags = {COMPANY_FILE_TAG: company_file_tag(settings.company_file)}
     if endpoint is not None:
         tags[ENDPOINT_TAG] = tag_value(endpoint)
     return tags

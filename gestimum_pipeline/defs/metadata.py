@@ -30,6 +30,25 @@ COMPANY_FILE_TAG = "gestimum/company_file"
 TRIGGER_TAG = "gestimum/trigger"
 
 
+ASSET_GRAPH_TRIGGER = "asset_graph"  # launched from the asset graph or `dg launch --assets`
+BACKFILL_TAG = "dagster/backfill"
+
+
+def company_file_tag(company_file: str) -> str:
+    return tag_value(company_file or "default")
+
+
+def missing_run_tags(run_tags: Mapping[str, str], company_file: str) -> dict[str, str]:
+    """The tags a run of the sync's assets lacks to read like a `gestimum_sync` run: its company
+    file, and what triggered it (a run of Dagster's own asset job: the asset graph or a backfill)."""
+    missing: dict[str, str] = {}
+    if COMPANY_FILE_TAG not in run_tags:
+        missing[COMPANY_FILE_TAG] = company_file_tag(company_file)
+    if TRIGGER_TAG not in run_tags:
+        missing[TRIGGER_TAG] = "backfill" if BACKFILL_TAG in run_tags else ASSET_GRAPH_TRIGGER
+    return missing
+
+
 def tag_value(text: str) -> str:
     """A value Dagster accepts as a tag (letters, digits, `-_.`, at most 63 characters)."""
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in text.strip())
