@@ -20,6 +20,7 @@ import psycopg2
 from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.crm.queries import count_window_by_day, existing_keys
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
+from gestimum_pipeline.defs.alerts import alerts_status
 from gestimum_pipeline.defs.metadata import (
     COMPANY_FILE_TAG,
     ENDPOINT_TAG,
@@ -217,6 +218,7 @@ def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> 
                 "gestimum_access": report.gestimum_access,
                 "tls_verification": report.tls_verification,
                 "dry_run": sync_options.dry_run,
+                "alerts": alerts_status(settings.alert_webhook_configured),
             }
         )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
+from gestimum_pipeline.defs.alerts import AlertWebhook, alert_sensors_for, build_alert_webhook
 from gestimum_pipeline.defs.assets import build_assets, sink_key
 from gestimum_pipeline.defs.checks import build_all_state_checks
 from gestimum_pipeline.defs.executor import sync_executor
@@ -76,10 +76,11 @@ def build_definitions(
 
 
 def alert_definitions(settings: Settings, webhook: Any = None) -> dg.Definitions:
-    """The alert sensors and their webhook: one pair per code location."""
+    """The alert sensors and their webhook: one pair per code location (with no webhook, sensors
+    whose ticks say alerts are off)."""
+    resource = webhook if webhook is not None else build_alert_webhook(settings)
+    enabled = resource.enabled if isinstance(resource, AlertWebhook) else True
     return dg.Definitions(
-        sensors=alert_sensors,
-        resources=deployment_resources(
-            {"alert_webhook": webhook if webhook is not None else build_alert_webhook(settings)}
-        ),
+        sensors=alert_sensors_for(enabled),
+        resources=deployment_resources({"alert_webhook": resource}),
     )
