@@ -20,6 +20,7 @@ from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources, deployment_resources
+from gestimum_pipeline.defs.rows_to_act_on import build_rows_to_act_on_check
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
 from gestimum_pipeline.defs.sensors import build_change_sensor
 from gestimum_pipeline.defs.settings import Settings
@@ -53,6 +54,7 @@ def build_definitions(
         settings=settings,
     )
     checks = build_all_state_checks(settings, endpoints) if state_checks is None else list(state_checks)
+    checks.append(build_rows_to_act_on_check(settings, endpoints))
     company_resources = {**build_resources(settings), **(resources or {})}
     webhook = company_resources.pop("alert_webhook", None)  # the location's, not the company file's
     return dg.Definitions.merge(
