@@ -58,6 +58,7 @@ from gestimum_pipeline.sync.engine import (
     send_endpoint,
     stage_endpoint,
     statistics_problems,
+    summary_line,
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.mapping import MAPPING_VERSION
@@ -458,7 +459,10 @@ def _send_metadata(report: SendReport, pending_after: int, held_after: int) -> d
     if report.journal:  # entries were redacted by the client as they were collected
         more = report.journal_entries - len(report.journal)
         text = "\n".join(report.journal) + (f"\n… {more} more entries" if more > 0 else "")
-        metadata["gestimum_journal"] = dg.MetadataValue.md(f"```\n{text}\n```")
+        # Gestimum's own words (French), labelled as such beside our English.
+        metadata["gestimum_journal"] = dg.MetadataValue.md(
+            f"Gestimum's journal, as Gestimum wrote it ([n]: the run's request n):\n\n```\n{text}\n```"
+        )
     return metadata
 
 
@@ -576,6 +580,9 @@ def build_sink(
             raise failure
         assert report is not None
         metadata = _send_metadata(report, counts.get(Status.PENDING, 0), counts.get(Status.HELD, 0))
+        context.log.info(
+            summary_line(report, held_after=counts.get(Status.HELD, 0), pending_after=counts.get(Status.PENDING, 0))
+        )
         rejections_by_day: dict[str | None, list[RejectedRow]] = defaultdict(list)
         for r in report.rejections:
             rejections_by_day[r.partition].append(r)

@@ -56,6 +56,7 @@ from gestimum_pipeline.gestimum.journal import (
     ImportResult,
     envelope_entry,
     failure_from_payload,
+    gestimum_said,
     parse_response,
 )
 from gestimum_pipeline.redaction import redact, redact_url, url_secrets
@@ -363,7 +364,8 @@ class GestimumClient:
             outcome = f"HTTP {response.status_code}"
             return self._answer(endpoint, response, n_lines, test_mode)
         finally:
-            self._log.info(
+            # Debug: one line per attempt is too much for the run log; the sink sums it up.
+            self._log.debug(
                 "gestimum %s: %d lines, %d bytes, attempt %d -> %s in %.2fs",
                 endpoint.name,
                 n_lines,
@@ -574,4 +576,4 @@ class GestimumClient:
     def _said(payload: object) -> str:
         entry = envelope_entry(payload)
         message = entry.get(RESPONSE_MESSAGE) if entry else None
-        return f" (Gestimum says {message!r})" if isinstance(message, str) and message else ""
+        return f" ({gestimum_said(message)})" if isinstance(message, str) and message else ""
