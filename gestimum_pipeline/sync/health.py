@@ -49,7 +49,11 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
         }
         for r in records
     ]
-    named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
+    # Gestimum's words (French) quoted and labelled; our validation's as they are.
+    named = "; ".join(
+        f"{r['source_key']}: " + (f'Gestimum said: "{r["reason"]}"' if r["rejected_by"] == "gestimum" else r["reason"])
+        for r in rows[:MAX_NAMED_IN_SUMMARY]
+    )
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
     # A rejected row was not imported (by Gestimum's own count): every run reads it again from the
     # CRM (sync/refresh.py), so a CRM fix is sent by the next run, whatever the row's change time.
