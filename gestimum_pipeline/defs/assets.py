@@ -26,6 +26,7 @@ from gestimum_pipeline.defs.metadata import (
     crm_column_schema,
     gestimum_column_schema,
     row_counts,
+    table_name,
     tag_value,
     timestamp,
 )
@@ -210,7 +211,10 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         group_name="crm",
         kinds={"postgres"},
         **_partitioned(partitions),
-        metadata={"dagster/column_schema": crm_column_schema(relation)},
+        metadata={
+            "dagster/column_schema": crm_column_schema(relation),
+            **table_name(settings.crm_schema, relation),
+        },
         tags=_asset_tags(settings),
         retry_policy=step_retry_policy(settings),
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
@@ -263,6 +267,7 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         yield dg.MaterializeResult(
             metadata={
                 **row_counts(rows),  # the CRM rows whose change time falls in the window
+                **table_name(schema, relation),  # the schema actually read (a resource may override settings')
                 "window_start": timestamp(window.start),
                 "window_end": timestamp(window.end),
                 "last_change": timestamp(last_change),

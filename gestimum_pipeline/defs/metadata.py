@@ -85,5 +85,11 @@ def row_counts(rows: int) -> dict[str, Any]:
     return {"dagster/row_count": dg.MetadataValue.int(rows), "dagster/partition_row_count": dg.MetadataValue.int(rows)}
 
 
+def table_name(schema: str, relation: str) -> dict[str, str]:
+    """`dagster/table_name`: the relation the source reads, as `schema.relation` (the database
+    name is left out: it lives in the CRM URL, a secret resolved only at run time)."""
+    return {"dagster/table_name": f"{schema}.{relation}"}
+
+
 def timestamp(value: datetime | None) -> dg.MetadataValue | None:
     return dg.MetadataValue.timestamp(value) if value is not None else None
