@@ -403,6 +403,28 @@ def _cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from gestimum_pipeline.sync.history import row_history
+
+    _check_endpoint(args)
+    store = open_store(args)
+    try:
+        story = row_history(store, args.endpoints, args.endpoint, args.key, company=args.company)
+    finally:
+        store.close()
+    if args.json:
+        json.dump(story.as_json(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(terminal_safe_lines(story.as_text()))
+    return 0
+
+
+def terminal_safe_lines(text: str) -> str:
+    """`text` line by line through terminal_safe (its own newlines kept)."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
+
+
 def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.ArgumentParser:
     """The command line; `endpoints` (default: the registry) are the endpoints the quarantine tools know."""
     from gestimum_pipeline.sync.endpoints import ENDPOINTS
@@ -476,6 +498,15 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     mode.add_argument("--release", action="store_true", help="Gestimum does not have them: send them again")
     rec.add_argument("--document", help="the Gestimum document number (with --delivered)")
     rec.set_defaults(func=_cmd_reconcile)
+
+    hist = sub.add_parser(
+        "history", help="one row's whole story: CRM versions, requests, Gestimum's answers, actions, next step"
+    )
+    add_store_arguments(hist)
+    hist.add_argument("--endpoint", required=True, help=endpoint_help)
+    hist.add_argument("key", help="the row's source key (see `rejections`)")
+    hist.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    hist.set_defaults(func=_cmd_history)
 
     act = sub.add_parser("actions", help="the operators' actions, newest first (who, when, what)")
     state_args(act)
