@@ -46,6 +46,7 @@ from gestimum_pipeline.defs.resources import (
     SyncStateDatabase,
 )
 from gestimum_pipeline.gestimum import catalog
+from gestimum_pipeline.gestimum.client import plain_http_warning
 from gestimum_pipeline.gestimum.errors import (
     GestimumAuthenticationError,
     GestimumError,
@@ -85,7 +86,7 @@ def tls_status(url: str, *, verify_tls: bool) -> str:
     if not verify_tls:
         return "OFF (GESTIMUM_VERIFY_TLS=false): Gestimum's identity is not checked"
     if urlsplit(url.strip()).scheme.lower() != "https":
-        return "none (GESTIMUM_URL is not https://): the connection is not encrypted"
+        return "none (plain HTTP): the connection is not encrypted"
     return "on"
 
 
@@ -173,8 +174,8 @@ def run_preflight(
     report.tls_verification = tls_status(gestimum.url, verify_tls=gestimum.verify_tls)
     if not gestimum.verify_tls:
         logger.warning("GESTIMUM_VERIFY_TLS is false: %s", report.tls_verification)
-    elif not report.tls_verification.startswith("on"):
-        logger.warning("GESTIMUM_URL: %s", report.tls_verification)
+    elif (plain_http := plain_http_warning(gestimum.url, gestimum.password)) is not None:
+        logger.warning(plain_http)  # the run's one plain-HTTP warning (the clients say nothing)
 
     started = time.perf_counter()
     try:
