@@ -80,11 +80,17 @@ class ReconcileConfig(dg.Config):
     document: str = Field(default="", description="the Gestimum document they became (when delivered)")
 
 
-class HistoryConfig(dg.Config):
-    """One row's whole story (sync/history.py), as `gestimum-pipeline history` prints it."""
+def history_config(endpoints: EndpointRegistry) -> type[dg.Config]:
+    """The history job's config class, its `endpoint` one of `endpoints`."""
+    endpoint_type = endpoint_enum(endpoints)
 
-    endpoint: str = Field(description="the endpoint, e.g. contacts")
-    source_key: str = Field(description="the row's source key, as `gestimum-pipeline rejections` lists it")
+    class HistoryConfig(dg.Config):
+        """One row's whole story (sync/history.py), as `gestimum-pipeline history` prints it."""
+
+        endpoint: endpoint_type = Field(description="the endpoint")  # type: ignore[valid-type]
+        source_key: str = Field(description="the row's source key, as `gestimum-pipeline rejections` lists it")
+
+    return HistoryConfig
 
 
 def provenance(context: dg.OpExecutionContext) -> dict[str, Any]:
@@ -127,6 +133,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
     tags = {"gestimum/trigger": "operator", COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
     state_key = settings.scoped("sync_state")
     RetryConfig, IgnoreConfig = operator_configs(endpoints)
+    HistoryConfig = history_config(endpoints)
 
     @dg.op(name=settings.scoped("retry_rows"), tags=tags, required_resource_keys={state_key})
     def retry_rows(context: dg.OpExecutionContext, config: RetryConfig) -> None:
@@ -174,15 +181,10 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
         )
 
     @dg.op(name=settings.scoped("row_history"), tags=tags, required_resource_keys={state_key})
-    def row_history(context: dg.OpExecutionContext, config: HistoryConfig) -> None:
-        if config.endpoint not in endpoints:
-            raise dg.Failure(
-                description=f"unknown endpoint {config.endpoint!r}; one of {', '.join(endpoints.names)}",
-                allow_retries=False,
-            )
+    def row_history(context: dg.OpExecutionContext, config: HistoryConfig) -> None:  # type: ignore[valid-type]
         store = getattr(context.resources, state_key).open(endpoints)
         try:
-            story = history.row_history(store, endpoints, config.endpoint, config.source_key)
+            story = history.row_history(store, endpoints, config.endpoint.value, config.source_key)
         finally:
             store.close()
         context.log.info(story.as_text())
