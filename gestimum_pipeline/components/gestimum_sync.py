@@ -26,6 +26,7 @@ from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.resources import CrmDatabase, SyncOptions, SyncStateDatabase, gestimum_api
 from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync.state import DEFAULT_SCHEMA as STATE_SCHEMA
+from gestimum_pipeline.sync.state import INIT_COMMAND
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Set by `dg check defs` (and `dagster definitions validate`) while it loads the definitions.
@@ -184,18 +185,43 @@ class GestimumSync(dg.Component, dg.Resolvable):
             account_prefix=self.account_prefix,
         )
 
-    def resources(self, settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    def label(self, field_name: str, defs_yaml: str | None = None) -> str:
+        """How messages name a field: `ACME_GESTIMUM_PASSWORD (acme/defs.yaml, password)`, or
+        `user (acme/defs.yaml)` for a value written in the file."""
+        value = getattr(self, field_name)
+        path = defs_yaml or f"{self.name}/defs.yaml"
+        return (
+            f"{value.env_var_name} ({path}, {field_name})" if isinstance(value, dg.EnvVar) else f"{field_name} ({path})"
+        )
+
+    def resources(self, settings: Settings, defs_yaml: str | None = None) -> dict[str, dg.ConfigurableResource]:
+        """This company file's resources; their messages name `defs_yaml`'s fields and variables."""
+        state_field = "state_url" if self.state_url is not None else "crm_url"
         state = self.state_url or self.crm_url
+        api = gestimum_api(
+            settings,
+            url=self.gestimum_url,
+            company_file=self.company_file,
+            user=self.user,
+            password=self.password if self.password is not None else "",
+        )
+        labels = {f: self.label(g, defs_yaml) for f, g in (("url", "gestimum_url"), ("company_file", "company_file"))}
+        labels["user"] = self.label("user", defs_yaml)
+        labels["password"] = self.label("password", defs_yaml) if self.password is not None else "password (unset)"
         return {
-            "crm": CrmDatabase(url=self.crm_url, schema_name=self.crm_schema),
-            "gestimum": gestimum_api(
-                settings,
-                url=self.gestimum_url,
-                company_file=self.company_file,
-                user=self.user,
-                password=self.password if self.password is not None else "",
+            "crm": CrmDatabase(
+                url=self.crm_url,
+                schema_name=self.crm_schema,
+                setting=self.label("crm_url", defs_yaml),
+                schema_setting=self.label("crm_schema", defs_yaml),
             ),
-            "sync_state": SyncStateDatabase(url=state, schema_name=self.state_schema, setting=state.env_var_name),
+            "gestimum": api.model_copy(update={"settings_labels": labels}),
+            "sync_state": SyncStateDatabase(
+                url=state,
+                schema_name=self.state_schema,
+                setting=self.label(state_field, defs_yaml),
+                init_command=f"{INIT_COMMAND} --company {self.name}",
+            ),
             "sync_options": SyncOptions(lookback_minutes=settings.lookback_minutes, account_prefix=self.account_prefix),
         }
 
@@ -233,11 +259,12 @@ class GestimumSync(dg.Component, dg.Resolvable):
             )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        defs_yaml = _shown(context.path / "defs.yaml", context.project_root)
         if os.environ.get(VALIDATION_ENV) == "1":
             # `dg check defs`: a deployment missing a variable fails here, not at its first run. A code
             # location loads without them (a webserver need not hold the secrets; runs read them).
-            self.check_environment(_shown(context.path / "defs.yaml", context.project_root))
+            self.check_environment(defs_yaml)
         settings = self.settings()
         # The location's alert sensors are added once, by the code location (definitions.py).
-        defs = build_definitions(settings, resources=self.resources(settings), with_alerts=False)
+        defs = build_definitions(settings, resources=self.resources(settings, defs_yaml), with_alerts=False)
         return defs.map_asset_specs(func=self.translate)

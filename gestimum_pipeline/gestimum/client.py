@@ -150,16 +150,17 @@ def _loopback(host: str) -> bool:
         return host.lower() == "localhost"
 
 
-def plain_http_warning(url: str, password: str) -> str | None:
+def plain_http_warning(url: str, password: str, *, setting: str = "GESTIMUM_URL") -> str | None:
     """The warning a plain-HTTP Gestimum URL deserves, or None (https://, or a simulator on this
-    machine with no password: nothing secret leaves the machine). One wording, said once per run."""
+    machine with no password: nothing secret leaves the machine). One wording, said once per run;
+    `setting` names where the URL comes from (a company file's own variable)."""
     parts = urlsplit(url.strip())
     if parts.scheme.lower() != "http":
         return None
     if not password and _loopback(parts.hostname or ""):
         return None
     return (
-        f"GESTIMUM_URL {redact_url(url.strip())} is plain HTTP: the Gestimum password and the CRM data travel "
+        f"{setting} {redact_url(url.strip())} is plain HTTP: the Gestimum password and the CRM data travel "
         "unencrypted; use https://"
     )
 

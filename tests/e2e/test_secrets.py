@@ -162,7 +162,7 @@ def test_tls_verification_off_is_loud_at_every_run(dep: Deployment, capfd: pytes
     dep.api["verify_tls"] = True
     quiet = run_job(dep)
     # The simulator is plain http://: never reported as "on" (issue 12, finding 10).
-    assert quiet.metadata["sync/preflight"]["tls_verification"].startswith("none (plain HTTP)")
+    assert quiet.metadata["sync/preflight"]["tls_verification"].startswith("none (GESTIMUM_URL is not https://)")
     assert "TLS verification is OFF" not in quiet.event_log
 
 

@@ -9,7 +9,7 @@ from gestimum_pipeline.defs.preflight import tls_status
 
 @pytest.mark.parametrize("url", ["http://gestimum.example:8080/", "HTTP://gestimum.example/", " http://10.0.0.5/"])
 def test_plain_http_is_reported_as_unencrypted(url: str) -> None:
-    assert tls_status(url, verify_tls=True).startswith("none (plain HTTP)")
+    assert tls_status(url, verify_tls=True).startswith("none (GESTIMUM_URL is not https://)")
 
 
 def test_https_is_on_unless_verification_is_off() -> None:
