@@ -31,13 +31,13 @@ WHERE r.status <> 'delivery_unknown'
        OR (%(force)s AND r.status NOT IN ('ignored', 'in_flight')))
   -- Never an older CRM version over a newer one (a backfill's snapshot beside the hourly run's).
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
-RETURNING source_key, status, content_hash, reason
+RETURNING source_key, status, content_hash, reason, partition
 ), logged AS (
     -- The record log (migration 0009): each version taken, for `history`.
     INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, run_id, partition, source_version,
         reason)
     SELECT %(endpoint)s, t.source_key, CASE WHEN t.reason IS NULL THEN 'stage' ELSE 'stage_invalid' END,
-           t.content_hash, %(run_id)s, %(partition)s, %(version)s::numeric, t.reason
+           t.content_hash, %(run_id)s, t.partition, %(version)s::numeric, t.reason
     FROM taken t
 )
 SELECT status FROM taken
@@ -70,13 +70,13 @@ WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source IN ('
        OR (r.status = 'ignored' AND r.reason_source = 'crm'))
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
   AND {schema}.not_in_open_request(r.endpoint, r.source_key)
-RETURNING source_key, status, content_hash, reason
+RETURNING source_key, status, content_hash, reason, partition
 ), logged AS (
     -- The record log (migration 0009): each version taken, for `history`.
     INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, run_id, partition, source_version,
         reason)
     SELECT %(endpoint)s, t.source_key, CASE WHEN t.reason IS NULL THEN 'stage' ELSE 'stage_invalid' END,
-           t.content_hash, %(run_id)s, %(partition)s, %(version)s::numeric, t.reason
+           t.content_hash, %(run_id)s, t.partition, %(version)s::numeric, t.reason
     FROM taken t
 )
 SELECT status FROM taken
@@ -122,10 +122,10 @@ UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', upda
         || ' then re-queue the other with `gestimum-pipeline retry`'
 FROM collisions c
 WHERE r.endpoint = %(e)s AND r.source_key = c.source_key
-RETURNING r.source_key, r.reason, r.content_hash
+RETURNING r.source_key, r.reason, r.content_hash, r.partition
 ), logged AS (
-    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, reason)
-    SELECT %(e)s, f.source_key, 'collide', f.content_hash, f.reason FROM refused f
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, partition, reason)
+    SELECT %(e)s, f.source_key, 'collide', f.content_hash, f.partition, f.reason FROM refused f
 )
 SELECT source_key, reason FROM refused
 
