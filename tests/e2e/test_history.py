@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 from invariants import assert_no_secret
-from reliability import Deployment, deployment, environment, execute, run_job, seed_standard
+from reliability import DAY_TS, Deployment, deployment, environment, execute, run_job, seed_standard
 
 from gestimum_pipeline.cli import main as cli
 from gestimum_pipeline.defs.build import build_definitions
@@ -142,3 +142,31 @@ def test_the_operator_history_job_shows_the_story_in_its_run_log(synced: Deploym
                 run_config={"ops": {"row_history": {"config": {"endpoint": "contactz", "source_key": "K4"}}}},
                 instance=instance,
             )
+
+
+def test_history_of_a_colliding_code_names_the_collision_and_the_rename(
+    synced: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dep = synced
+    execute(
+        dep.crm_url,
+        [
+            (
+                "INSERT INTO crm.customers (code, name, updated_at) "
+                "VALUES ('ACME', 'Acme', %s), ('acme', 'Acme bis', %s)",
+                (DAY_TS, DAY_TS),
+            )
+        ],
+    )
+    assert run_job(dep).success
+    capsys.readouterr()
+    _, out, _ = history(capsys, dep, "--endpoint", "clients", "acme", "--json")
+    story = json.loads(out)
+    assert story["status"] == "rejected" and "differs only by case" in story["reason"]
+    events = [e["event"] for e in story["timeline"]]
+    assert events == ["stage", "collide"]
+    assert story["timeline"][1]["reason"] == story["reason"]
+    assert (
+        "rename one of the colliding codes" in story["next_step"]
+        and "retry --endpoint clients acme" in (story["next_step"])
+    )
