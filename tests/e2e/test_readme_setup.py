@@ -77,6 +77,17 @@ def test_schema_sql_through_psql_with_and_without_the_schema_variable(database_u
         assert relations(database_url, schema) == set(RELATIONS)
     # What the reference DDL declares is what the contract wants.
     assert contract_problems(database_url, "crm") == []
+    # The README's psql line as pasted (into a schema dropped first, so it creates it).
+    psql_line = next(line for line in bash_block("### Source contract") if line.startswith("psql "))
+    conn = connect(database_url, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("DROP SCHEMA crm CASCADE")
+    finally:
+        conn.close()
+    done = bash([psql_line], clean_env(Path("/nonexistent"), CRM_DATABASE_URL=database_url))
+    assert done.returncode == 0, done.stderr
+    assert contract_problems(database_url, "crm") == []
 
 
 def test_crm_init_creates_the_schema_loads_demo_rows_once_and_refuses_a_schema_with_rows(
