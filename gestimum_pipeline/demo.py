@@ -205,16 +205,12 @@ def run_sync(env: dict[str, str], day_list: list[date], out: TextIO) -> tuple[di
 
 
 def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
-    import warnings
-
     import dagster as dg
 
     from gestimum_pipeline.defs.build import build_definitions
     from gestimum_pipeline.defs.resources import SyncStateDatabase
     from gestimum_pipeline.defs.settings import Settings
 
-    # The demo prints a summary; our deliberate use of beta APIs (backfill policy) is not news there.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     defs = build_definitions(Settings.from_env())
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("gestimum_sync")

@@ -30,6 +30,7 @@ from gestimum_pipeline.defs.metadata import (
     gestimum_column_schema,
     missing_run_tags,
     record_per_partition,
+    table_name,
     tag_value,
     timestamp,
 )
@@ -235,7 +236,10 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         group_name="crm",
         kinds={"postgres"},
         **_partitioned(partitions),
-        metadata={"dagster/column_schema": crm_column_schema(relation)},
+        metadata={
+            "dagster/column_schema": crm_column_schema(relation),
+            **table_name(settings.crm_schema, relation),
+        },
         tags=_asset_tags(settings),
         retry_policy=step_retry_policy(settings),
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
@@ -300,7 +304,8 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
             },
             day_extra=lambda day: {"last_change": timestamp(by_day[day][1]) if day in by_day else None},
         )
-        yield dg.MaterializeResult(check_results=[contract])
+        # The relation read (a resource may override settings' schema): the same on every partition.
+        yield dg.MaterializeResult(metadata=table_name(schema, relation), check_results=[contract])
 
     return _source
 
