@@ -378,15 +378,17 @@ def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSumma
         mat = event.materialization
         kind, name = mat.asset_key.path[0], mat.asset_key.path[-1]
         meta = {k: v.value for k, v in mat.metadata.items()}
+        if "run_partitions" not in meta:
+            continue  # a day's own figures; the run's totals are on its last day
         if kind == "transform":
             s = summary.setdefault(name, EndpointSummary(name))
-            s.rows_read = int(meta.get("rows_read", 0))
-            s.rejected_locally = int(meta.get("rejected_locally", 0))
+            s.rows_read = int(meta.get("run_rows_read", 0))
+            s.rejected_locally = int(meta.get("run_rejected_locally", 0))
         elif kind == "gestimum":
             s = summary.setdefault(name, EndpointSummary(name))
-            s.sent = int(meta.get("dagster/row_count", 0))
-            s.imported = int(meta.get("imported", 0))
-            s.rejected_by_gestimum = int(meta.get("rejected", 0))
+            s.sent = int(meta.get("run_lines_sent", 0))
+            s.imported = int(meta.get("run_imported", 0))
+            s.rejected_by_gestimum = int(meta.get("run_rejected", 0))
             s.held = int(meta.get("held_for_parent", 0))
             s.requests = int(meta.get("requests", 0))
             s.documents = int(meta.get("documents_created", 0))

@@ -193,6 +193,28 @@ def count_window(
     return int(count), latest
 
 
+def count_window_by_day(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+    timezone: str,
+) -> dict[str, tuple[int, datetime]]:
+    """The rows in ``[start, end)`` per day of their change time in `timezone` (`YYYY-MM-DD`):
+    how many, and the latest change time of each day."""
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    change = sql.Identifier(rel.change_column)
+    query = sql.SQL(
+        "SELECT to_char({change} AT TIME ZONE %s, 'YYYY-MM-DD') AS day, count(*), max({change}) FROM {table} "
+        "WHERE {change} >= %s AND {change} < %s GROUP BY day"
+    ).format(table=_table(schema, rel), change=change)
+    with conn.cursor() as cur:
+        cur.execute(query, (timezone, start, end))
+        return {day: (int(count), latest) for day, count, latest in cur.fetchall()}
+
+
 # Relation kinds whose rows carry system columns (xmin, ctid): tables, partitioned
 # tables, materialized views. Plain views have none: their windows are always read.
 _SIGNED_KINDS = ("r", "p", "m")

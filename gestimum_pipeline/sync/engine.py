@@ -20,6 +20,7 @@ from gestimum_pipeline.sync.staging import (
     MAX_REPORTED_REJECTIONS,
     StageReport,
     Window,
+    day_function,
     stage_endpoint,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "StateStoreFailure",
     "SyncError",
     "Window",
+    "day_function",
     "send_endpoint",
     "stage_endpoint",
     "statistics_problems",

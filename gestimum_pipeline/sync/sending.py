@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -56,6 +57,7 @@ class RejectedRow:
     line: int
     source_key: str
     reason: str
+    partition: str | None = None  # the day of the row's CRM change time
 
 
 @dataclass
@@ -81,6 +83,8 @@ class SendReport:
     not_marked: int = 0  # read as pending, but changed (or taken) before their request: not sent then
     withdrawn: int = 0  # movements deleted in the CRM before they were sent: withdrawn, never sent
     access_checks: int = 0  # test-mode access checks made before the first stock request
+    # Per day of the rows' CRM change time (the partition staging recorded): lines_sent, imported, rejected.
+    by_day: dict[str | None, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
 
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
@@ -363,7 +367,7 @@ def _send_batch(
             return
         result = client.import_lines(endpoint, lines, test_mode=True)
         report.requests += 1
-        _account(report, request_no, keys, result)
+        _account(report, request_no, keys, result, [p.partition for p in batch])
         _keep_journal(report, request_no, result, client)
         access.answered()
         return
@@ -411,7 +415,7 @@ def _send_batch(
             state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted", request_id=request_id)
         raise
     report.requests += 1
-    outcomes = _account(report, request_no, keys, result)
+    outcomes = _account(report, request_no, keys, result, [p.partition for p in batch])
     _keep_journal(report, request_no, result, client)
     try:
         state.record_outcomes(endpoint.name, outcomes, request_id=request_id)
@@ -451,8 +455,11 @@ def _keep_journal(report: SendReport, request_no: int, result: ImportResult, cli
     report.journal.extend(f"[{request_no}] {client.redact(entry)}" for entry in result.journal[: max(room, 0)])
 
 
-def _account(report: SendReport, request_no: int, keys: list[str], result: ImportResult) -> list[Outcome]:
-    """Adds one answer to the report and turns it into per-row outcomes."""
+def _account(
+    report: SendReport, request_no: int, keys: list[str], result: ImportResult, days: list[str | None]
+) -> list[Outcome]:
+    """Adds one answer to the report, in total and per day of each line (`days`, in `keys`' order),
+    and turns it into per-row outcomes."""
     if result.imported + result.rejected != len(keys):  # parse_response checks it too; never trust silently
         raise SyncError(
             f"{report.endpoint} request {request_no}: Gestimum counted {result.imported} imported + "
@@ -463,6 +470,10 @@ def _account(report: SendReport, request_no: int, keys: list[str], result: Impor
     report.rejected += result.rejected
     report.documents.extend(result.documents)
     reasons = {r.line: r.reason for r in result.rejected_lines}
+    for line_no, day in enumerate(days, start=1):
+        figures = report.by_day[day]
+        figures["lines_sent"] += 1
+        figures["rejected" if line_no in reasons else "imported"] += 1
     imported_keys = [k for i, k in enumerate(keys, start=1) if i not in reasons]
     docs = _documents_for(result, imported_keys)
     outcomes = [Outcome(k, True, document=d) for k, d in zip(imported_keys, docs, strict=True)]
@@ -470,5 +481,5 @@ def _account(report: SendReport, request_no: int, keys: list[str], result: Impor
         key = keys[line_no - 1]
         outcomes.append(Outcome(key, False, reason=reason))
         if len(report.rejections) < MAX_REPORTED_REJECTIONS:
-            report.rejections.append(RejectedRow(request_no, line_no, key, reason))
+            report.rejections.append(RejectedRow(request_no, line_no, key, reason, days[line_no - 1]))
     return outcomes

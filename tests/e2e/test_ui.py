@@ -315,7 +315,8 @@ def _clients_page(page: Page, deployment: Deployment, shots: Path) -> None:
     assert latest is not None and latest.asset_materialization is not None
     recorded = {k: v.value for k, v in latest.asset_materialization.metadata.items()}
     if latest.run_id == deployment.run_id:  # the backfill test has not run yet: the demo's own counts
-        assert (recorded["imported"], recorded["rejected"]) == (
+        # The run's totals are on its last day (each day records its own figures).
+        assert (recorded["run_imported"], recorded["run_rejected"]) == (
             deployment.summary["clients"].imported,
             deployment.summary["clients"].rejected_by_gestimum,
         )

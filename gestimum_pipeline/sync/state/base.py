@@ -52,6 +52,9 @@ class StageCounts:
     # movement already sent, or an older version than the one staged): the window they
     # belong to must not be recorded as unchanged.
     skipped: int = 0
+    # (partition, status) of each row taken, when the caller gave each row's partition: the
+    # per-day figures of a range run.
+    by_partition: tuple[tuple[str | None, str], ...] = ()
 
 
 class PendingLine(NamedTuple):
@@ -61,6 +64,7 @@ class PendingLine(NamedTuple):
     line: str
     group_key: str
     content_hash: str = ""  # the version read: marking in flight requires it to be still current
+    partition: str | None = None  # the day of the row's CRM change time (per-day figures of a range run)
 
 
 class Outcome(NamedTuple):

@@ -4,7 +4,7 @@
 -- data: REQUEUE, or REQUEUE_INVALID when it failed local validation and carries no line).
 
 -- name: pending_lines
-SELECT source_key, line, group_key, content_hash FROM {schema}.records
+SELECT source_key, line, group_key, content_hash, partition FROM {schema}.records
 WHERE endpoint = %s AND status = 'pending'
 ORDER BY group_key, sort_key, source_key
 

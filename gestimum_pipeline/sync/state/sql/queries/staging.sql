@@ -2,7 +2,8 @@
 
 -- name: stage_temp_table
 CREATE TEMP TABLE IF NOT EXISTS staged_rows (
-    source_key text, line text, content_hash text, parent_key text, group_key text, sort_key bigint, reason text
+    source_key text, line text, content_hash text, parent_key text, group_key text, sort_key bigint, reason text,
+    partition text
 ) ON COMMIT DELETE ROWS
 
 -- name: stage_master
@@ -16,7 +17,8 @@ INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_h
 SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
        s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
-       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s, %(version)s::numeric
+       CASE WHEN s.line IS NULL THEN 'local' END, coalesce(s.partition, %(partition)s), %(run_id)s,
+       %(version)s::numeric
 FROM staged_rows s
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
     status = CASE WHEN r.status = 'in_flight' THEN 'in_flight' ELSE EXCLUDED.status END,
@@ -30,7 +32,7 @@ WHERE r.status <> 'delivery_unknown'
        OR (%(force)s AND r.status NOT IN ('ignored', 'in_flight')))
   -- Never an older CRM version over a newer one (a backfill's snapshot beside the hourly run's).
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
-RETURNING status
+RETURNING status, partition
 
 -- name: stage_stock
 -- events: stage, stage_invalid
@@ -44,7 +46,8 @@ INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_h
 SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
        s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
-       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s, %(version)s::numeric
+       CASE WHEN s.line IS NULL THEN 'local' END, coalesce(s.partition, %(partition)s), %(run_id)s,
+       %(version)s::numeric
 FROM staged_rows s
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
     status = EXCLUDED.status,
@@ -59,7 +62,7 @@ WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source IN ('
        OR (r.status = 'ignored' AND r.reason_source = 'crm'))
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
   AND {schema}.not_in_open_request(r.endpoint, r.source_key)
-RETURNING status
+RETURNING status, partition
 
 -- name: stage_stock_diverged
 -- Movements already sent keep their line; a different CRM version is noted aside (and
@@ -102,7 +105,7 @@ UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', upda
         || ' then re-queue the other with `gestimum-pipeline retry`'
 FROM collisions c
 WHERE r.endpoint = %(e)s AND r.source_key = c.source_key
-RETURNING r.source_key, r.reason
+RETURNING r.source_key, r.reason, r.partition
 
 -- name: hold_orphans
 -- events: hold
