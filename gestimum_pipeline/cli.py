@@ -9,10 +9,12 @@ import os
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gestimum_pipeline.companies import CompanyFile
     from gestimum_pipeline.sync.endpoints import EndpointRegistry
     from gestimum_pipeline.sync.operator import ActionOutcome
     from gestimum_pipeline.sync.state import StateStore
@@ -47,8 +49,76 @@ def _url_from_file(path: str | None) -> str | None:
         raise SystemExit(f"--database-url-file: cannot read {path}: {exc.strerror}") from None
 
 
-def _state_url(args: argparse.Namespace) -> tuple[str, str]:
-    """The state store URL and where it came from (named in error messages, never the URL's password)."""
+COMPANY_HELP = (
+    "the company file NAME of a GestimumSync defs.yaml (docs/company-files.md): its state store's URL and schema, "
+    "read from the variables it names; replaces --database-url and --schema"
+)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which state store a command works on: a company file, or a URL and schema."""
+    parser.add_argument("--company", metavar="NAME", help=COMPANY_HELP)
+    parser.add_argument("--database-url", help=STATE_URL_HELP)
+    parser.add_argument("--database-url-file", help=URL_FILE_HELP)
+    parser.add_argument("--schema", help="the state store schema (default: gestimum_sync)")
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Which state store, and the setting its URL came from (named in messages, never the URL's password)."""
+
+    url: str
+    schema: str
+    setting: str
+    company: CompanyFile | None = None
+
+    @property
+    def init_command(self) -> str:
+        from gestimum_pipeline.sync.state import INIT_COMMAND
+
+        return f"{INIT_COMMAND} --company {self.company.name}" if self.company else INIT_COMMAND
+
+
+def company_file(args: argparse.Namespace) -> CompanyFile | None:
+    """The company file `--company` names, or None without it."""
+    from gestimum_pipeline.companies import CompanyFileError, find_company
+
+    name = getattr(args, "company", None)
+    if not name:
+        return None
+    try:
+        return find_company(name)
+    except CompanyFileError as exc:
+        raise SystemExit(f"--company {name}: {exc}") from None
+
+
+def store_target(args: argparse.Namespace) -> StoreTarget:
+    """The state store `args` name: `--company`'s defs.yaml, else the options and the environment."""
+    from gestimum_pipeline.companies import CompanyFileError
+    from gestimum_pipeline.sync.state import DEFAULT_SCHEMA
+
+    company = company_file(args)
+    if company is not None:
+        given = [
+            o
+            for o, v in (
+                ("--database-url", args.database_url),
+                ("--database-url-file", args.database_url_file),
+                ("--schema", args.schema),
+            )
+            if v
+        ]
+        if given:
+            raise SystemExit(
+                f"--company {company.name} reads the state store from {company.shown_path}: "
+                f"do not pass {', '.join(given)} with it"
+            )
+        field = company.state_field()
+        try:
+            return StoreTarget(company.value(field), company.state_schema(), company.origin(field), company)
+        except CompanyFileError as exc:
+            raise SystemExit(f"--company {company.name}: {exc}") from None
+    schema = args.schema or DEFAULT_SCHEMA
     for setting, value in (
         ("--database-url", _url_from_argv(args.database_url, "--database-url")),
         ("--database-url-file", _url_from_file(args.database_url_file)),
@@ -56,19 +126,29 @@ def _state_url(args: argparse.Namespace) -> tuple[str, str]:
         ("CRM_DATABASE_URL", os.environ.get("CRM_DATABASE_URL")),
     ):
         if value:
-            return value, setting
-    raise SystemExit("no state store: set SYNC_STATE_DATABASE_URL or CRM_DATABASE_URL, or pass --database-url")
+            return StoreTarget(value, schema, setting)
+    raise SystemExit(
+        "no state store: pass --company NAME (a company file's defs.yaml), set SYNC_STATE_DATABASE_URL or "
+        "CRM_DATABASE_URL, or pass --database-url"
+    )
 
 
-def _open_state(args: argparse.Namespace) -> Any:
+def open_store(args: argparse.Namespace) -> StateStore:
+    """The existing state store `args` name (`store_target`); never creates one, so a mistyped name fails."""
     from gestimum_pipeline.db import DatabaseUnavailable
     from gestimum_pipeline.sync.state import StateStore, StateStoreError
 
-    url, setting = _state_url(args)
+    target = store_target(args)
     store = None
     try:
-        store = StateStore(url, args.schema, setting=setting, endpoints=args.endpoints)
-        store.open_existing()  # read-only commands never create anything: a mistyped --schema fails
+        store = StateStore(
+            target.url,
+            target.schema,
+            setting=target.setting,
+            endpoints=args.endpoints,
+            init_command=target.init_command,
+        )
+        store.open_existing()
     except (DatabaseUnavailable, ValueError, StateStoreError) as exc:
         if store is not None:
             store.close()
@@ -76,28 +156,42 @@ def _open_state(args: argparse.Namespace) -> Any:
     return store
 
 
+_open_state = open_store
+
+
 def _cmd_state_init(args: argparse.Namespace) -> int:
+    from gestimum_pipeline.companies import CompanyFileError
     from gestimum_pipeline.db import DatabaseUnavailable
     from gestimum_pipeline.redaction import redact_url
     from gestimum_pipeline.sync.state import StateStore, StateStoreError, gestimum_host
 
-    gestimum_url = args.gestimum_url or os.environ.get("GESTIMUM_URL")
-    company_file = args.company_file or os.environ.get("GESTIMUM_FICHIER")
-    if not gestimum_url or not company_file:
-        raise SystemExit(
-            "state init needs the Gestimum URL and company file the store belongs to: set GESTIMUM_URL and "
-            "GESTIMUM_FICHIER, or pass --gestimum-url and --company-file"
-        )
-    url, setting = _state_url(args)
+    target = store_target(args)
+    company = target.company
+    gestimum_url = args.gestimum_url
+    company_name = args.company_file
     try:
-        with StateStore(url, args.schema, setting=setting, endpoints=args.endpoints) as store:
-            created = store.init(gestimum_url, company_file, actor=args.actor or None)
+        if company is not None:
+            gestimum_url = gestimum_url or company.value("gestimum_url")
+            company_name = company_name or company.value("company_file")
+    except CompanyFileError as exc:
+        raise SystemExit(f"--company {company.name}: {exc}") from None
+    gestimum_url = gestimum_url or os.environ.get("GESTIMUM_URL")
+    company_name = company_name or os.environ.get("GESTIMUM_FICHIER")
+    if not gestimum_url or not company_name:
+        raise SystemExit(
+            "state init needs the Gestimum URL and company file the store belongs to: pass --company NAME "
+            "(a company file's defs.yaml), set GESTIMUM_URL and GESTIMUM_FICHIER, or pass --gestimum-url and "
+            "--company-file"
+        )
+    try:
+        with StateStore(target.url, target.schema, setting=target.setting, endpoints=args.endpoints) as store:
+            created = store.init(gestimum_url, company_name, actor=args.actor or None)
     except (DatabaseUnavailable, ValueError, StateStoreError) as exc:
         raise SystemExit(str(exc)) from None
     what = "created" if created else "already exists, up to date"
     print(
-        f"state store {what} at {redact_url(url)} (schema {args.schema}), for company file {company_file!r} "
-        f"on Gestimum host {gestimum_host(gestimum_url)!r}"
+        f"state store {what} at {redact_url(target.url)} (schema {target.schema}), for company file "
+        f"{company_name!r} on Gestimum host {gestimum_host(gestimum_url)!r}"
     )
     return 0
 
@@ -177,7 +271,7 @@ def _cmd_rejections(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.status or ()) - set(STATUSES))
     if unknown:
         raise SystemExit(f"unknown status {', '.join(unknown)}; one of {', '.join(STATUSES)}")
-    store = _open_state(args)
+    store = open_store(args)
     try:
         rows = store.records(
             endpoint=args.endpoint,
@@ -240,7 +334,7 @@ def _act(args: argparse.Namespace, what: str, operation: Callable[[StateStore], 
     if not args.actor.strip():
         raise SystemExit("who is acting? pass --actor NAME (it is recorded with the action)")
     _confirm(args, what)
-    store = _open_state(args)
+    store = open_store(args)
     try:
         return _report(operation(store))
     except OperatorError as exc:
@@ -293,7 +387,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _cmd_actions(args: argparse.Namespace) -> int:
-    store = _open_state(args)
+    store = open_store(args)
     try:
         rows = store.actions(limit=args.limit)
     finally:
@@ -342,10 +436,7 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     add_cli_arguments(sim)
     sim.set_defaults(func=_cmd_simulator)
 
-    def state_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--database-url", help=STATE_URL_HELP)
-        p.add_argument("--database-url-file", help=URL_FILE_HELP)
-        p.add_argument("--schema", default="gestimum_sync")
+    state_args = add_store_arguments
 
     state = sub.add_parser("state", help="the sync state store")
     state_sub = state.add_subparsers(dest="state_command", required=True)

@@ -8,7 +8,9 @@ anyone who can reach the UI may launch these jobs under any name (docs/security.
 """
 # No `from __future__ import annotations`: Dagster reads the ops' config classes from their annotations.
 
+import functools
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 import dagster as dg
@@ -28,21 +30,42 @@ RECONCILE_JOB = "operator_reconcile"
 ACTOR_DECLARED = "declared in the run config, not proven (the Dagster UI has no login)"
 
 
-class RetryConfig(dg.Config):
-    """Rows Gestimum rejected, held or ignored go back to pending: the next sync sends them."""
-
-    endpoint: str = Field(description="the endpoint, e.g. documents_stock (see `gestimum-pipeline rejections`)")
-    source_keys: list[str] = Field(description="the rows' source keys, as `gestimum-pipeline rejections` lists them")
-    actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
+def endpoint_enum(endpoints: EndpointRegistry) -> type[Enum]:
+    """The registry's endpoints as an Enum: the Launchpad offers them, and a typo fails config
+    validation, before the run starts."""
+    return _endpoint_enum(tuple(endpoints.names))
 
 
-class IgnoreConfig(dg.Config):
-    """Rows rejected, held or pending are ignored: not sent, re-opened if the CRM row changes."""
+@functools.cache
+def _endpoint_enum(names: tuple[str, ...]) -> type[Enum]:
+    # One class per set of names: every company file's jobs share Dagster's config type "Endpoint".
+    return Enum("Endpoint", {name: name for name in names})
 
-    endpoint: str = Field(description="the endpoint, e.g. contacts")
-    source_keys: list[str] = Field(description="the rows' source keys")
-    actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
-    note: str = Field(default="", description="why (recorded as the rows' reason)")
+
+def operator_configs(endpoints: EndpointRegistry) -> tuple[type[dg.Config], type[dg.Config]]:
+    """The retry and ignore jobs' config classes, their `endpoint` one of `endpoints`."""
+    endpoint_type = endpoint_enum(endpoints)
+
+    class RetryConfig(dg.Config):
+        """Rows Gestimum rejected, held or ignored go back to pending: the next sync sends them."""
+
+        endpoint: endpoint_type = Field(  # type: ignore[valid-type]
+            description="the endpoint (see `gestimum-pipeline rejections`)"
+        )
+        source_keys: list[str] = Field(
+            description="the rows' source keys, as `gestimum-pipeline rejections` lists them"
+        )
+        actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
+
+    class IgnoreConfig(dg.Config):
+        """Rows rejected, held or pending are ignored: not sent, re-opened if the CRM row changes."""
+
+        endpoint: endpoint_type = Field(description="the endpoint")  # type: ignore[valid-type]
+        source_keys: list[str] = Field(description="the rows' source keys")
+        actor: str = Field(description="who is acting: recorded in the audit trail as declared, not verified")
+        note: str = Field(default="", description="why (recorded as the rows' reason)")
+
+    return RetryConfig, IgnoreConfig
 
 
 class ReconcileConfig(dg.Config):
@@ -94,6 +117,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
     """The three jobs of one company file (Settings.scoped names them, and its state store's key)."""
     tags = {"gestimum/trigger": "operator", COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
     state_key = settings.scoped("sync_state")
+    RetryConfig, IgnoreConfig = operator_configs(endpoints)
 
     @dg.op(name=settings.scoped("retry_rows"), tags=tags, required_resource_keys={state_key})
     def retry_rows(context: dg.OpExecutionContext, config: RetryConfig) -> None:
@@ -102,7 +126,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
             getattr(context.resources, state_key),
             endpoints,
             lambda store: operator.retry(
-                store, endpoints, config.endpoint, config.source_keys, actor=config.actor, run_id=context.run_id
+                store, endpoints, config.endpoint.value, config.source_keys, actor=config.actor, run_id=context.run_id
             ),
         )
 
@@ -115,7 +139,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
             lambda store: operator.ignore(
                 store,
                 endpoints,
-                config.endpoint,
+                config.endpoint.value,
                 config.source_keys,
                 actor=config.actor,
                 note=config.note or None,

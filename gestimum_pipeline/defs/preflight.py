@@ -44,6 +44,7 @@ from gestimum_pipeline.defs.resources import (
     GestimumApi,
     SyncOptions,
     SyncStateDatabase,
+    rename_settings,
 )
 from gestimum_pipeline.gestimum import catalog
 from gestimum_pipeline.gestimum.errors import (
@@ -171,17 +172,20 @@ def run_preflight(
     """Runs every check, collecting all problems rather than stopping at the first."""
     report = PreflightReport(problems=settings_problems(gestimum, options))
     report.tls_verification = tls_status(gestimum.url, verify_tls=gestimum.verify_tls)
+    url_setting = gestimum.setting_label("url") or "GESTIMUM_URL"
     if not gestimum.verify_tls:
         logger.warning("GESTIMUM_VERIFY_TLS is false: %s", report.tls_verification)
     elif not report.tls_verification.startswith("on"):
-        logger.warning("GESTIMUM_URL: %s", report.tls_verification)
+        logger.warning("%s: %s", url_setting, rename_settings(report.tls_verification, gestimum.setting_names()))
 
     started = time.perf_counter()
+    crm_down: int | None = None  # the index of the CRM's "cannot connect" problem
     try:
         crm.checked_schema()
     except ConfigurationError as exc:
         report.problems.append(f"CRM_SCHEMA / CRM_DATABASE_URL: {exc.description}")
     except DatabaseUnavailable as exc:
+        crm_down = len(report.problems)
         report.problems.append(f"{exc}; {DB_HINT}")
     except ValueError as exc:  # a malformed URL or schema name; the message names the setting
         report.problems.append(str(exc))
@@ -200,7 +204,11 @@ def run_preflight(
         except StateStoreError as exc:  # missing (the command to create it), or another company file's
             report.problems.append(str(exc))
         except DatabaseUnavailable as exc:
-            report.problems.append(f"{exc}; {DB_HINT}")
+            if crm_down is not None and sync_state.url == crm.url:
+                # The same server, already reported: once, saying it holds the state store too.
+                report.problems[crm_down] += " (the state store is in this database too)"
+            else:
+                report.problems.append(f"{exc}; {DB_HINT}")
         except ValueError as exc:
             report.problems.append(str(exc))
         except psycopg2.Error as exc:
@@ -216,6 +224,10 @@ def run_preflight(
     finally:
         if store is not None:
             store.close()
+    # A company file's defs.yaml names its own settings: the problems say which (ACME_GESTIMUM_PASSWORD, ...).
+    names = {**crm.setting_names(), **gestimum.setting_names()}
+    report.problems = [rename_settings(problem, names) for problem in report.problems]
+    report.tls_verification = rename_settings(report.tls_verification, names)
     return report
 
 

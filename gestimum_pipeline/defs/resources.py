@@ -14,6 +14,7 @@ the preflight would post the secrets there.
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,10 +28,11 @@ from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
 from gestimum_pipeline.gestimum.client import GestimumClient
 from gestimum_pipeline.gestimum.envelope import CompanySettings, LineFormat
+from gestimum_pipeline.gestimum.errors import SETTING_CREDENTIALS
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
 from gestimum_pipeline.sync.state import DEFAULT_SCHEMA as STATE_SCHEMA
-from gestimum_pipeline.sync.state import StateStore
+from gestimum_pipeline.sync.state import INIT_COMMAND, StateStore
 
 
 class ConfigurationError(dg.Failure):
@@ -41,18 +43,54 @@ class ConfigurationError(dg.Failure):
         super().__init__(description=description, metadata=metadata, allow_retries=False)
 
 
+# The settings of the environment's one company file, as messages name them by default. A
+# company file's defs.yaml names others (`ACME_GESTIMUM_PASSWORD (acme/defs.yaml, password)`):
+# its resources carry them, and `rename_settings` puts them in the messages.
+GESTIMUM_SETTINGS = {
+    "url": "GESTIMUM_URL",
+    "company_file": "GESTIMUM_FICHIER",
+    "user": "GESTIMUM_UTILISATEUR",
+    "password": "GESTIMUM_MOT_PASSE",
+}
+CRM_URL_SETTING = "CRM_DATABASE_URL"
+CRM_SCHEMA_SETTING = "CRM_SCHEMA"
+
+
+def rename_settings(text: str, names: Mapping[str, str]) -> str:
+    """`text` with each default setting name (GESTIMUM_URL, ...) replaced by `names`' label for it;
+    one pass, whole names only (ACME_GESTIMUM_URL is not GESTIMUM_URL)."""
+    names = {default: label for default, label in names.items() if label and label != default}
+    if not names:
+        return text
+    pattern = re.compile(
+        r"(?<![A-Za-z0-9_])("
+        + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+        + r")(?![A-Za-z0-9_])"
+    )
+    return pattern.sub(lambda m: names[m.group(1)], text)
+
+
 class CrmDatabase(dg.ConfigurableResource):
     """The CRM: four relations of the source contract in one schema."""
 
     url: str = Field(description="PostgreSQL URL of the CRM (CRM_DATABASE_URL)", repr=False)
     schema_name: str = Field(default="crm", description="Schema holding the contract's relations (CRM_SCHEMA)")
+    setting: str = Field(default=CRM_URL_SETTING, description="Where the URL comes from, named in messages")
+    schema_setting: str = Field(default=CRM_SCHEMA_SETTING, description="Where the schema comes from, in messages")
+
+    def setting_label(self, field: str) -> str | None:
+        return {"url": self.setting, "schema_name": self.schema_setting}.get(field)
+
+    def setting_names(self) -> dict[str, str]:
+        """{default name: this CRM's label}, for `rename_settings`."""
+        return {CRM_URL_SETTING: self.setting, CRM_SCHEMA_SETTING: self.schema_setting}
 
     def connect(self) -> psycopg2.extensions.connection:
-        return connect(self.url, setting="CRM_DATABASE_URL")
+        return connect(self.url, setting=self.setting)
 
     def checked_schema(self, relations: Sequence[str] | None = None) -> str:
         """Validates the schema name and the relations' (default all) columns; raises naming what is wrong."""
-        schema = validate_identifier(self.schema_name, "CRM_SCHEMA")
+        schema = validate_identifier(self.schema_name, self.schema_setting)
         conn = self.connect()
         try:
             problems = check_contract(conn, schema, relations)
@@ -98,15 +136,32 @@ class GestimumApi(dg.ConfigurableResource):
     qualifier: str = '"'
     charset: str = "cp1252"
     decimal_separator: str = ","
+    # {field: label}: where url, company_file, user and password come from, when not the
+    # environment's GESTIMUM_* (a company file's defs.yaml); named in messages.
+    settings_labels: dict[str, str] = Field(default_factory=dict, description="Where each setting comes from")
+
+    def setting_label(self, field: str) -> str | None:
+        return self.settings_labels.get(field) or GESTIMUM_SETTINGS.get(field)
+
+    def setting_names(self) -> dict[str, str]:
+        """{default name: this company file's label}, for `rename_settings` (the credentials pair first)."""
+        names = {GESTIMUM_SETTINGS[f]: self.setting_label(f) or GESTIMUM_SETTINGS[f] for f in GESTIMUM_SETTINGS}
+        user, password = names["GESTIMUM_UTILISATEUR"], names["GESTIMUM_MOT_PASSE"]
+        names[SETTING_CREDENTIALS] = f"{user} and {password}" if self.settings_labels else SETTING_CREDENTIALS
+        return names
 
     def line_format(self) -> LineFormat:
         return LineFormat(self.separator, self.qualifier, self.charset or None, self.decimal_separator)
 
     def client(self, logger: logging.Logger | None = None) -> GestimumClient:
+        if not self.url.strip():
+            raise ConfigurationError(description=f"{self.setting_label('url')} is empty: set it to Gestimum's URL")
         if not self.company_file.strip():
-            raise ConfigurationError(description="GESTIMUM_FICHIER is empty: set it to the company file name")
+            raise ConfigurationError(
+                description=f"{self.setting_label('company_file')} is empty: set it to the company file name"
+            )
         if not self.user.strip():
-            raise ConfigurationError(description="GESTIMUM_UTILISATEUR is empty: set it to the Gestimum user")
+            raise ConfigurationError(description=f"{self.setting_label('user')} is empty: set it to the Gestimum user")
         verify: bool | str = self.ca_bundle if (self.verify_tls and self.ca_bundle) else self.verify_tls
         try:
             return GestimumClient(
@@ -123,7 +178,7 @@ class GestimumApi(dg.ConfigurableResource):
             )
         except ValueError as exc:
             raise ConfigurationError(
-                description=f"Gestimum settings (GESTIMUM_URL, GESTIMUM_CA_BUNDLE): {exc}"
+                description=f"Gestimum settings ({self.setting_label('url')}, GESTIMUM_CA_BUNDLE): {exc}"
             ) from None
 
 
@@ -135,9 +190,15 @@ class SyncStateDatabase(dg.ConfigurableResource):
     setting: str = Field(
         default="SYNC_STATE_DATABASE_URL", description="The variable the URL comes from, named in error messages"
     )
+    init_command: str = Field(default=INIT_COMMAND, description="The command that creates the store, in messages")
+
+    def setting_label(self, field: str) -> str | None:
+        return self.setting if field == "url" else None
 
     def open(self, endpoints: EndpointRegistry = ENDPOINTS) -> StateStore:
-        store = StateStore(self.url, self.schema_name, setting=self.setting, endpoints=endpoints)
+        store = StateStore(
+            self.url, self.schema_name, setting=self.setting, endpoints=endpoints, init_command=self.init_command
+        )
         try:
             store.open_existing()  # never creates one: a missing store fails naming the command
         except BaseException:
@@ -178,9 +239,13 @@ def fixed_resource(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
         for name, variable in variables.items():
             value = os.environ.get(variable)
             if value is None:
+                label = resource.setting_label(name) if hasattr(resource, "setting_label") else None
+                if label and label.startswith(f"{variable} (") and label.endswith(")"):
+                    label = label[len(variable) + 2 : -1]  # "ACME_X (acme/defs.yaml, field)": the place only
+                where = f" ({label})" if label and label != variable else ""
                 raise ConfigurationError(
-                    description=f'{resource_type.__name__}.{name} reads the environment variable "{variable}" which '
-                    "is not set: set it where runs execute"
+                    description=f'{resource_type.__name__}.{name} reads the environment variable "{variable}"{where} '
+                    "which is not set: set it where runs execute"
                 )
             values[name] = value
         return resource_type(**values)

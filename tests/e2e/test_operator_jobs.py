@@ -82,13 +82,27 @@ def test_ignore_and_bad_config_from_the_launchpad(synced: Deployment) -> None:
             {"endpoint": "contacts", "source_keys": ["K4"], "actor": ACTOR, "note": "duplicate of K1"},
         )
         assert ignored.success
-        # An unknown endpoint fails the run with a message naming the known ones; nothing changes.
-        wrong = _launch(
-            dep, instance, "operator_ignore", "ignore_rows", {"endpoint": "nope", "source_keys": ["K4"], "actor": ACTOR}
-        )
-        assert not wrong.success
-        failure = next(e for e in wrong.all_events if e.is_step_failure)
-        assert "unknown endpoint 'nope'" in failure.event_specific_data.error.message
+        # `endpoint` is an enum: an unknown one fails config validation, before any run starts.
+        runs_before = len(instance.get_run_records())
+        with pytest.raises(dg.DagsterInvalidConfigError, match=r"endpoint.*not in enum type Endpoint"):
+            _launch(
+                dep,
+                instance,
+                "operator_ignore",
+                "ignore_rows",
+                {"endpoint": "nope", "source_keys": ["K4"], "actor": ACTOR},
+            )
+        assert len(instance.get_run_records()) == runs_before
+        config_type = build_definitions(Settings()).resolve_job_def("operator_ignore").run_config_schema.config_type
+        endpoint_type = config_type.fields["ops"].config_type.fields["ignore_rows"].config_type
+        endpoint_type = endpoint_type.fields["config"].config_type.fields["endpoint"].config_type
+        assert set(endpoint_type.config_values) == {
+            "comptes",
+            "clients",
+            "contacts",
+            "documents_stock",
+            "references_clients_articles",
+        }
         # Reconcile of a movement not in delivery_unknown: applied to nothing, the run says so.
         reconcile = _launch(
             dep,

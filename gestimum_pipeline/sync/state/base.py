@@ -101,8 +101,11 @@ class StoreBase:
         *,
         setting: str = "SYNC_STATE_DATABASE_URL",
         endpoints: EndpointRegistry = ENDPOINTS,
+        init_command: str = INIT_COMMAND,
     ) -> None:
         self.url = url
+        # The command that creates this store, named when it is missing (`... --company acme`).
+        self.init_command = init_command
         # Parents and document-creating endpoints come from the registry, by endpoint name.
         self.endpoints = endpoints
         self.schema = validate_identifier(schema, "state store schema")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from gestimum_pipeline.redaction import redact_text, redact_url, url_secrets
 from gestimum_pipeline.sync.state import sqlfiles
-from gestimum_pipeline.sync.state.base import INIT_COMMAND, StateStoreMissing, StateStoreOwnerMismatch, StoreBase
+from gestimum_pipeline.sync.state.base import StateStoreMissing, StateStoreOwnerMismatch, StoreBase
 
 # Every migration, in order: sql/migrations/0001_….sql, 0002_….sql, …
 MIGRATIONS = sqlfiles.migrations()
@@ -67,7 +67,7 @@ class SchemaMixin(StoreBase):
         if not self.exists():
             raise StateStoreMissing(
                 f"no state store at {redact_url(self.url)} (schema {self.schema!r}, from {self.setting}): create "
-                f"it with `{INIT_COMMAND}` (or check the URL and schema: a new store would send every movement of "
+                f"it with `{self.init_command}` (or check the URL and schema: a new store would send every movement of "
                 "the range again)"
             )
         conn = self.conn
@@ -122,7 +122,7 @@ class SchemaMixin(StoreBase):
                     f"the state store at {redact_url(self.url)} (schema {self.schema!r}) belongs to company file "
                     f"{owner_file!r} on Gestimum host {owner_host!r}, but this run is set for {company_file!r} on "
                     f"{host!r}: check GESTIMUM_URL and GESTIMUM_FICHIER, or give this company file its own store "
-                    f"(SYNC_STATE_DATABASE_URL or another schema, created with `{INIT_COMMAND}`)",
+                    f"(SYNC_STATE_DATABASE_URL or another schema, created with `{self.init_command}`)",
                     url_secrets(self.url),
                 )
             )
