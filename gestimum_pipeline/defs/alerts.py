@@ -28,7 +28,17 @@ from gestimum_pipeline.notify.webhook import (
 )
 from gestimum_pipeline.redaction import url_secrets
 
-ALERTS_OFF = f"Alerts are off: set {ALERT_WEBHOOK_ENV} to a Slack-compatible webhook URL to turn them on"
+ALERTS_OFF = (
+    f"skipped: {ALERT_WEBHOOK_ENV} not set (alerts are off; set it to a Slack-compatible webhook URL, then "
+    "reload the code location, to turn them on)"
+)
+
+
+def alerts_status(configured: bool) -> str:
+    """What the preflight's metadata says of alerts (GESTIMUM_ALERT_WEBHOOK_URL is a secret: never its value)."""
+    return f"on ({ALERT_WEBHOOK_ENV} set)" if configured else f"off ({ALERT_WEBHOOK_ENV} not set)"
+
+
 # The first segment of every asset key of this project; other code locations' checks are not ours to report.
 PROJECT_ASSET_ROOTS = frozenset({"gestimum", "crm", "transform", "sync"})
 # A check is evaluated inside a run: once the run has ended, all its evaluations are stored.
@@ -309,3 +319,28 @@ def check_failure_alert(context: dg.SensorEvaluationContext, alert_webhook: Aler
 
 
 alert_sensors: Sequence[dg.SensorDefinition] = [run_failure_alert, check_failure_alert]
+
+
+def _alerts_off_sensor(on: dg.SensorDefinition) -> dg.SensorDefinition:
+    """`on`'s stand-in while no webhook is set: every tick is skipped, saying why.
+
+    A run-failure sensor has nothing to say while no run fails, so its ticks would read
+    "0 runs requested" as if alerts were on; the stand-in keeps the name, so turning alerts on
+    (set the variable, reload the code location) swaps the real sensor in with its history.
+    """
+
+    @dg.sensor(
+        name=on.name,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description=f"Alerts are off: {ALERT_WEBHOOK_ENV} is not set. {on.description or ''}".strip(),
+    )
+    def _off(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        return dg.SkipReason(ALERTS_OFF)
+
+    return _off
+
+
+def alert_sensors_for(enabled: bool) -> Sequence[dg.SensorDefinition]:
+    """The alert sensors, or, with no webhook, stand-ins whose ticks say alerts are off."""
+    return alert_sensors if enabled else [_alerts_off_sensor(s) for s in alert_sensors]

@@ -20,6 +20,7 @@ import psycopg2
 from gestimum_pipeline.crm.contract import check_contract
 from gestimum_pipeline.crm.queries import count_window_by_day, existing_keys
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
+from gestimum_pipeline.defs.alerts import alerts_status
 from gestimum_pipeline.defs.metadata import (
     COMPANY_FILE_TAG,
     ENDPOINT_TAG,
@@ -217,6 +218,7 @@ def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> 
                 "gestimum_access": report.gestimum_access,
                 "tls_verification": report.tls_verification,
                 "dry_run": sync_options.dry_run,
+                "alerts": alerts_status(settings.alert_webhook_configured),
             }
         )
 
@@ -427,7 +429,7 @@ def _rejections_table(rows: list[RejectedRow]) -> dg.MetadataValue:
     )
 
 
-def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
+def _send_metadata(report: SendReport, pending_after: int, held_after: int) -> dict[str, object]:
     """The sink's run-wide metadata (its per-day figures and rejections: record_per_partition)."""
     metadata: dict[str, object] = {
         "requests": report.requests,
@@ -436,7 +438,10 @@ def _send_metadata(report: SendReport, pending_after: int) -> dict[str, object]:
         "duration_seconds": round(report.duration_seconds, 3),
         "documents_created": len(report.documents),
         "dry_run": report.dry_run,
-        "held_for_parent": report.held,
+        # Rows of the endpoint held for their parent after the run (rows_to_act_on names them), and
+        # how many of them this run held.
+        "held_for_parent": held_after,
+        "newly_held_for_parent": report.held,
         "released_after_parent_import": report.released,
         "recovered_in_flight": report.recovered_in_flight,
         "pending_after": pending_after,
@@ -570,7 +575,7 @@ def build_sink(
                 yield _statistics_result([str(answer_problem)], None)
             raise failure
         assert report is not None
-        metadata = _send_metadata(report, counts.get(Status.PENDING, 0))
+        metadata = _send_metadata(report, counts.get(Status.PENDING, 0), counts.get(Status.HELD, 0))
         rejections_by_day: dict[str | None, list[RejectedRow]] = defaultdict(list)
         for r in report.rejections:
             rejections_by_day[r.partition].append(r)

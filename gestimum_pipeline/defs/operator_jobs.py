@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from gestimum_pipeline.defs import rows_to_act_on
 from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.resources import SyncStateDatabase
 from gestimum_pipeline.defs.settings import Settings
@@ -93,11 +94,14 @@ def _run(
     sync_state: SyncStateDatabase,
     endpoints: EndpointRegistry,
     act: Callable[[StateStore], operator.ActionOutcome],
+    settings: Settings,
 ) -> operator.ActionOutcome:
     store = sync_state.open(endpoints)
     store.action_provenance = provenance(context)
     try:
         outcome = act(store)
+        # The rows-to-act-on view reflects the action now, not at the next sync.
+        context.log_event(rows_to_act_on.evaluation(store, endpoints, settings))
     except operator.OperatorError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     finally:
@@ -128,6 +132,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
             lambda store: operator.retry(
                 store, endpoints, config.endpoint.value, config.source_keys, actor=config.actor, run_id=context.run_id
             ),
+            settings,
         )
 
     @dg.op(name=settings.scoped("ignore_rows"), tags=tags, required_resource_keys={state_key})
@@ -145,6 +150,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
                 note=config.note or None,
                 run_id=context.run_id,
             ),
+            settings,
         )
 
     @dg.op(name=settings.scoped("reconcile_rows"), tags=tags, required_resource_keys={state_key})
@@ -162,6 +168,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
                 document=config.document or None,
                 run_id=context.run_id,
             ),
+            settings,
         )
 
     def job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:

@@ -22,6 +22,9 @@ from gestimum_pipeline.sync.state import StateStore, Status, merge_windows
 MAX_LISTED_ROWS = 100
 MAX_NAMED_IN_SUMMARY = 5
 WAITING_STATUSES = (Status.PENDING, Status.HELD, Status.IN_FLIGHT)
+# The one list of every row to act on, with its next step (sync/rows_to_act_on.py), and its runbook.
+RUNBOOK_CHECK = "rows_to_act_on"
+RUNBOOK = "docs/operations.md#rows-to-act-on"
 
 
 @dataclass
@@ -52,12 +55,13 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
     # CRM (sync/refresh.py), so a CRM fix is sent by the next run, whatever the row's change time.
     advice = (
         "Fix them in the CRM: the next run reads rejected rows again and sends the corrected line; if the cause "
-        f"was in Gestimum (an item, warehouse or customer created there since), re-queue them with "
-        f"`gestimum-pipeline retry --endpoint {endpoint} <keys>`"
+        "was in Gestimum (an item, warehouse or customer created there since), re-queue them with the "
+        f"operator_retry job (Launchpad: endpoint {endpoint} and the keys) or `gestimum-pipeline retry --endpoint "
+        f"{endpoint} <keys>`"
     )
     summary = (
-        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}, or see "
-        f"`gestimum-pipeline rejections --endpoint {endpoint}`."
+        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}. Each row's next "
+        f"step: the `{RUNBOOK_CHECK}` check of sync/preflight ({RUNBOOK})."
     )
     by_source: dict[str, int] = {}
     for r in rows:
@@ -71,18 +75,20 @@ def waiting_too_long(
 ) -> Finding:
     """Rows pending, held for a parent, or in flight for longer than `max_age_seconds`."""
     found = store.waiting(endpoint, WAITING_STATUSES, older_than_seconds=max_age_seconds)
-    counts = {status.value: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    waiting = {status.value: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    # Named for what they count (rows over the limit), never read as all the rows held or pending.
+    counts = {f"{status}_too_long": n for status, n in waiting.items()}
     limit = _minutes(max_age_seconds)
     if not any(counts.values()):
         return Finding(True, f"no {endpoint} row has waited longer than {limit}", counts)
     now = now or datetime.now(UTC)
     oldest = min(found[s][1] for s in found)
     counts["oldest_wait_minutes"] = int((now - oldest).total_seconds() // 60)
-    parts = [f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if status in found and n]
+    parts = [f"{n} {status.replace('_', ' ')}" for status, n in waiting.items() if status in found and n]
     hints = []
-    if counts[Status.PENDING] or counts[Status.IN_FLIGHT]:
+    if waiting[Status.PENDING] or waiting[Status.IN_FLIGHT]:
         hints.append("pending rows are sent by the next successful run (check the failed runs)")
-    if counts[Status.HELD]:
+    if waiting[Status.HELD]:
         hints.append("held rows wait for a parent that is not imported (see the parent's rejections)")
     summary = (
         f"{endpoint}: {', '.join(parts)} for longer than {limit} (oldest since {_iso(oldest)}); "
@@ -104,8 +110,9 @@ def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTE
     more = ", …" if total > MAX_NAMED_IN_SUMMARY else ""
     summary = (
         f"{total} {endpoint} row{'s' if total != 1 else ''} in delivery_unknown ({keys}{more}): they may or may "
-        "not be in Gestimum and are never re-sent on their own. Check in Gestimum, then `gestimum-pipeline "
-        "reconcile --delivered --document <number> <ids>` or `gestimum-pipeline reconcile --release <ids>`."
+        "not be in Gestimum and are never re-sent on their own. Check in Gestimum, then launch the "
+        "operator_reconcile job (or `gestimum-pipeline reconcile --delivered --document <number> <ids>`, "
+        f"`--release <ids>`). Each row's config: the `{RUNBOOK_CHECK}` check of sync/preflight ({RUNBOOK})."
     )
     return Finding(False, summary, {"delivery_unknown": total}, rows)
 

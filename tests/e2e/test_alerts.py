@@ -20,12 +20,15 @@ from sync_harness import insert_contacts, insert_customers, run_sync, state_reco
 from gestimum_pipeline.db import create_database, drop_database, normalize_url
 from gestimum_pipeline.defs.alerts import (
     ALERT_WEBHOOK_ENV,
+    ALERTS_OFF,
     UI_URL_ENV,
     AlertWebhook,
     build_alert_webhook,
     check_failure_alert,
     run_failure_alert,
 )
+from gestimum_pipeline.defs.build import alert_definitions
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.notify.webhook import (
     WebhookError,
     WebhookNotifier,
@@ -425,3 +428,28 @@ def test_alerts_off_without_the_variable(
     outcome = evaluate_run_failure_sensor(instance, result, webhook)
     assert isinstance(outcome, dg.SkipReason) and ALERT_WEBHOOK_ENV in (outcome.skip_message or "")
     assert receiver.attempts == 0
+
+
+def test_with_no_webhook_every_alert_sensor_tick_says_alerts_are_off(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code location's alert sensors, as the daemon ticks them: no run has failed, so the real
+    run-failure sensor would say nothing; with no webhook each tick says alerts are off."""
+    monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
+    settings = Settings.from_env()
+    assert not settings.alert_webhook_configured
+    defs = alert_definitions(settings)
+    sensors = {s.name: s for s in defs.sensors or []}
+    assert set(sensors) == {run_failure_alert.name, check_failure_alert.name}
+    resources = {"alert_webhook": build_alert_webhook(settings)}
+    for name, sensor in sensors.items():
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            tick = sensor.evaluate_tick(context)
+        assert tick.skip_message == ALERTS_OFF, name
+        assert tick.skip_message.startswith(f"skipped: {ALERT_WEBHOOK_ENV} not set"), name
+        assert not tick.run_requests
+
+    # With the webhook set, the real sensors are in place, under the same names.
+    on = alert_definitions(settings, AlertWebhook(url="http://127.0.0.1:9/hook"))
+    assert {type(s) for s in on.sensors or []} == {type(run_failure_alert), type(check_failure_alert)}
+    assert [s.name for s in on.sensors or []] == [run_failure_alert.name, check_failure_alert.name]

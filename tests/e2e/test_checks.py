@@ -97,7 +97,7 @@ def test_rows_held_longer_than_the_configured_age_fail_the_waiting_check(
     assert run.success, run.failures
     waiting = run.checks["gestimum/contacts:no_rows_waiting_too_long"]
     assert not waiting.passed and waiting.severity == WARN
-    assert waiting.metadata["held"].value == 1 and waiting.metadata["pending"].value == 0
+    assert waiting.metadata["held_too_long"].value == 1 and waiting.metadata["pending_too_long"].value == 0
     assert "1 held" in waiting.description and "parent" in waiting.description
     assert run.checks["gestimum/clients:no_rows_waiting_too_long"].passed  # nothing left there
 

@@ -97,6 +97,14 @@ class CountsMixin(StoreBase):
             names = [d.name for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def rows_to_act_on(self, *, limit: int) -> list[dict[str, Any]]:
+        """The first `limit` rows rejected, held or in delivery_unknown, every endpoint, oldest first."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(self._sql("rows_to_act_on"), (limit,))
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def diverged(self, endpoint: str, *, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """(count, first rows) of sent movements whose CRM version changed since."""
         conn = self.conn
