@@ -13,6 +13,14 @@ sync run into that instance (gestimum_pipeline/demo.py's steps), then `dg dev`
   go to `GESTIMUM_SCREENSHOT_DIR` (README's pictures: `docs/images`), else a temp dir.
   Without Chromium it skips, saying so, except in CI (`CI` set, as CI services do) or with
   `GESTIMUM_REQUIRE_BROWSER=1`, where a missing browser fails it.
+* The `demo --ui` test starts `gestimum-pipeline demo --ui` itself, from a shell holding other
+  settings (which it must ignore), and walks it in the browser: the demo's run on the Overview
+  timeline, its partitions and company file; each day's own figures against the CRM's, and
+  their plot; the rows-to-act-on view; a rejected contact fixed in the CRM and retried from
+  the Launchpad with the config the view gives, off the list at once, delivered by the next
+  sync (the simulator holds it). SIGTERM then must stop `dg dev`, the simulator and
+  PostgreSQL, leaving no process. Screenshots: rows-to-act-on.png, per-day-plot.png,
+  demo-timeline.png.
 * The backfill test launches a backfill of days the demo did not cover through the
   webserver's GraphQL endpoint (the UI's "Launch backfill"), waits for it, and checks the
   days landed: materialized partitions, the state store, the simulator's holdings.
@@ -720,6 +728,7 @@ def test_the_demo_ui_a_retry_from_the_launchpad_and_per_day_figures(
     # The contact of a customer Gestimum does not have: rejected by Gestimum.
     (rejected,) = [r for r in records.values() if r["status"] == "rejected" and r["reason_source"] != "local"]
     key = rejected["source_key"]
+    (held,) = [k for k, r in records.items() if r["status"] == "held"]  # the contact of a rejected customer
     with StateStore(demo_ui.crm_url) as store:
         customer = min(r["source_key"] for r in store.records(endpoint="clients", statuses=["imported"]))
 
@@ -738,7 +747,8 @@ def test_the_demo_ui_a_retry_from_the_launchpad_and_per_day_figures(
                 page.screenshot(path=str(shots / "demo-timeline.png"))
 
                 _per_day_plot(page, demo_ui, shots)  # the demo's run: each partition's latest figures
-                _rows_to_act_on(page, demo_ui, key, shots)
+                suggested = json.loads(_rows_to_act_on(page, demo_ui, key, held, shots))
+                assert suggested == {"endpoint": "contacts", "source_keys": [key], "actor": "<your name>"}, suggested
 
                 # Fixed in the CRM (as its application would: the change time moves), then retried
                 # from the Launchpad: back to pending.
@@ -755,13 +765,8 @@ def test_the_demo_ui_a_retry_from_the_launchpad_and_per_day_figures(
                 expect(page.get_by_text("gestimum/company_file: DEMO.Gestimum")).to_be_visible()
                 page.locator(".CodeMirror").click()
                 page.keyboard.press("Control+a")
-                config = {
-                    "ops": {
-                        "retry_rows": {
-                            "config": {"endpoint": "contacts", "source_keys": [key], "actor": "browser test"}
-                        }
-                    }
-                }
+                # The view's config, the actor filled in.
+                config = {"ops": {"retry_rows": {"config": {**suggested, "actor": "browser test"}}}}
                 page.keyboard.insert_text(json.dumps(config))  # JSON is YAML
                 launch = page.get_by_role("button", name="Launch Run")
                 expect(launch).to_be_enabled()
@@ -773,7 +778,7 @@ def test_the_demo_ui_a_retry_from_the_launchpad_and_per_day_figures(
                     (after_retry,) = store.records(endpoint="contacts", keys=[key])
                 assert after_retry["status"] == "pending", after_retry
 
-                _rows_to_act_on_after_retry(page, demo_ui, key)
+                _rows_to_act_on_after_retry(page, demo_ui, key, held)
 
                 # The next sync (the UI's "Launch backfill" of the demo's days: one run) delivers it.
                 known = {run["runId"]}
@@ -793,20 +798,38 @@ def test_the_demo_ui_a_retry_from_the_launchpad_and_per_day_figures(
             browser.close()
 
 
-def _rows_to_act_on(page: Page, demo_ui: DemoUi, key: str, shots: Path) -> None:
-    """The one list of rows to act on names the rejected contact."""
-    # TODO(ui branch): the `rows_to_act_on` check (issue 24 item 3) is not merged yet. To assert here:
-    # - assets/sync/preflight?view=checks, check `rows_to_act_on`: the contact `key` listed as rejected,
-    #   its reason labelled as Gestimum's, its next step naming operator_retry and its config;
-    # - the held contact of the rejected customer C<day>-9001 named, with its parent;
-    # - the check links to the runbook section;
-    # - screenshot rows-to-act-on.png (README).
+def _rows_to_act_on(page: Page, demo_ui: DemoUi, key: str, held: str, shots: Path) -> str:
+    """The one list of rows to act on (the `rows_to_act_on` check of sync/preflight): the contact
+    Gestimum rejected, its reason quoted as Gestimum's, its next step the operator_retry job with its
+    Launchpad config; the contact held behind its rejected customer, named with that parent; the
+    runbook. Returns the config the view gives for the contact."""
+    from playwright.sync_api import expect
+
+    page.goto(demo_ui.webserver_url + "assets/sync/preflight?view=checks")
+    page.locator("[title='rows_to_act_on']").click()
+    expect(page.get_by_text("Evaluation result", exact=True).locator("xpath=..")).to_contain_text("Failed")
+    row = page.get_by_role("cell", name=key, exact=True).locator("xpath=..")
+    expect(row).to_contain_text("rejected")
+    expect(row).to_contain_text('Gestimum said: "')
+    expect(row).to_contain_text("launch operator_retry with {")
+    held_row = page.get_by_role("cell", name=held, exact=True).locator("xpath=..")
+    expect(held_row).to_contain_text("held for its parent clients")
+    expect(page.get_by_text("docs/operations.md#rows-to-act-on").first).to_be_visible()
+    page.set_viewport_size({"width": 1900, "height": 1300})  # room for the table, next steps included
+    page.screenshot(path=str(shots / "rows-to-act-on.png"))
+    page.set_viewport_size(VIEWPORT)
+    next_step = row.get_by_role("cell").filter(has_text="operator_retry").inner_text()
+    return next_step.split("launch operator_retry with ", 1)[1].split("; ", 1)[0]
 
 
-def _rows_to_act_on_after_retry(page: Page, demo_ui: DemoUi, key: str) -> None:
-    # TODO(ui branch): after operator_retry, `rows_to_act_on` is re-evaluated by the operator job and no
-    # longer lists `key` as rejected (pending instead), without waiting for the next sync.
-    return None
+def _rows_to_act_on_after_retry(page: Page, demo_ui: DemoUi, key: str, held: str) -> None:
+    """The operator job re-evaluated the view: the retried contact is off the list before any sync."""
+    from playwright.sync_api import expect
+
+    page.goto(demo_ui.webserver_url + "assets/sync/preflight?view=checks")
+    page.locator("[title='rows_to_act_on']").click()
+    expect(page.get_by_role("cell", name=held, exact=True)).to_be_visible()  # the list, still there
+    expect(page.get_by_role("cell", name=key, exact=True)).to_have_count(0)
 
 
 def _per_day_plot(page: Page, demo_ui: DemoUi, shots: Path) -> None:
@@ -814,7 +837,7 @@ def _per_day_plot(page: Page, demo_ui: DemoUi, shots: Path) -> None:
     from playwright.sync_api import expect
 
     page.goto(demo_ui.webserver_url + "assets/gestimum/contacts")
-    page.get_by_text("Hide navigation").click()
+    page.get_by_text("Hide navigation").click()  # for the screenshots (the UI remembers it)
     page.get_by_role("button", name="Plots").click()
     page.get_by_role("button", name="Partitions").click()  # x axis: the partitions (days)
     chart = page.get_by_text("lines_sent", exact=True).first
