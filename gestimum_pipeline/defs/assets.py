@@ -41,6 +41,7 @@ from gestimum_pipeline.defs.resources import (
     GestimumApi,
     SyncOptions,
     SyncStateDatabase,
+    rename_settings,
 )
 from gestimum_pipeline.defs.schedules import PREFLIGHT_KEY
 from gestimum_pipeline.defs.settings import Settings
@@ -573,7 +574,14 @@ def build_sink(
             if answer_problem is not None:
                 # Gestimum answered but its answer cannot be accounted for: the check says so in the catalog.
                 yield _statistics_result([str(answer_problem)], None)
-            raise failure
+            # A company file's defs.yaml names its own settings (ACME_GESTIMUM_PASSWORD, ...).
+            raise dg.Failure(
+                description=rename_settings(
+                    failure.description or "", {**crm.setting_names(), **gestimum.setting_names()}
+                ),
+                metadata=failure.metadata,
+                allow_retries=failure.allow_retries,
+            )
         assert report is not None
         metadata = _send_metadata(report, counts.get(Status.PENDING, 0), counts.get(Status.HELD, 0))
         rejections_by_day: dict[str | None, list[RejectedRow]] = defaultdict(list)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 from databases import init_state_store
-from reliability import environment
+from reliability import DAY_TS, deployment, environment, execute, run_job, seed_standard
 
 from gestimum_pipeline.components import GestimumSync
 from gestimum_pipeline.defs.preflight import PreflightReport, run_preflight
@@ -95,3 +95,36 @@ def test_an_unset_variable_at_run_time_names_the_file_and_field(crm_url: str) ->
         f'GestimumApi.url reads the environment variable "ACME_GESTIMUM_URL" ({DEFS_YAML}, gestimum_url) '
         "which is not set: set it where runs execute"
     )
+
+
+def test_a_sink_refused_by_gestimum_names_the_company_files_settings(
+    pg_server_url: str, sync_role_crm_template: str
+) -> None:
+    """The preflight trusts an earlier proof; the password was changed in Gestimum since, so the
+    stock sink's own access check fails: its message names the defs.yaml's user and variable."""
+    with deployment(pg_server_url, template=sync_role_crm_template) as dep:
+        seed_standard(dep.crm_url)
+        dep.api["settings_labels"] = {
+            "url": f"ACME_GESTIMUM_URL ({DEFS_YAML}, gestimum_url)",
+            "company_file": f"company_file ({DEFS_YAML})",
+            "user": f"user ({DEFS_YAML})",
+            "password": f"ACME_GESTIMUM_PASSWORD ({DEFS_YAML}, password)",
+        }
+        assert run_job(dep).success
+        execute(
+            dep.crm_url,
+            [
+                (
+                    "INSERT INTO crm.stock_movements (id, direction, warehouse_code, item_code, quantity, moved_at)"
+                    " VALUES (101, 'in', '001', 'ELS', 1, %s)",
+                    (DAY_TS,),
+                )
+            ],
+        )
+        dep.simulator.config.password = "Changed-In-Gestimum"
+        run = run_job(dep)
+        assert list(run.failures) == ["gestimum__documents_stock"], run.failures
+        message = run.failure("gestimum/documents_stock")
+        assert f"user ({DEFS_YAML}) and ACME_GESTIMUM_PASSWORD ({DEFS_YAML}, password)" in message, message
+        assert "Gestimum refused the user or password" in message
+        assert not DEFAULT_NAMES.search(message), message

@@ -78,6 +78,10 @@ def test_state_init_and_the_tools_read_the_store_from_defs_yaml(
     # The store is found; the row is not in it (nothing to retry).
     assert main(["retry", "--company", "acme", "--endpoint", "contacts", "C1", "--yes", "--actor", "ops"]) == 1
     assert "not changed (not in rejected/held/ignored): C1" in capsys.readouterr().err
+    assert main(["ignore", "--company", "acme", "--endpoint", "contacts", "C1", "--yes", "--actor", "ops"]) == 1
+    assert main(["reconcile", "--company", "acme", "--release", "7", "--yes", "--actor", "ops"]) == 1
+    err = capsys.readouterr().err
+    assert "not changed" in err and "C1" in err and "7" in err
 
 
 def test_an_unset_variable_is_named_with_its_file_and_field(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
