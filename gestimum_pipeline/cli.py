@@ -295,6 +295,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         database_url=_url_from_argv(args.database_url, "--database-url") or _url_from_file(args.database_url_file),
         days=args.days,
         customers_per_day=args.customers_per_day,
+        ui=args.ui,
+        port=args.port,
     )
     return 0
 
@@ -523,6 +525,13 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     demo.add_argument("--database-url-file", help=URL_FILE_HELP)
     demo.add_argument("--days", type=int, default=3)
     demo.add_argument("--customers-per-day", type=int, default=20)
+    demo.add_argument(
+        "--ui",
+        action="store_true",
+        help="then serve the Dagster UI on the demo (`dg dev`, in its environment) until Ctrl-C or SIGTERM, "
+        "keeping PostgreSQL and the simulator running",
+    )
+    demo.add_argument("--port", type=int, help="the UI's port with --ui (default 3000)")
     demo.set_defaults(func=_cmd_demo)
 
     from gestimum_pipeline.simulator.server import add_cli_arguments
