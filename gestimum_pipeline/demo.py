@@ -368,14 +368,10 @@ def run_sync(env: dict[str, str], day_list: list[date], out: TextIO) -> tuple[di
 
 
 def _run_job(day_list: list[date], out: TextIO) -> tuple[dict[str, EndpointSummary], str]:
-    import warnings
-
     import dagster as dg
 
     from gestimum_pipeline.defs.resources import SyncStateDatabase
 
-    # The demo prints a summary; our deliberate use of beta APIs (backfill policy) is not news there.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     instance = dg.DagsterInstance.get()
     first, last = day_list[0].isoformat(), day_list[-1].isoformat()
     print(f"Running job gestimum_sync over partitions {first}...{last} in one run …", file=out)

@@ -30,6 +30,7 @@ from gestimum_pipeline.defs.metadata import (
     gestimum_column_schema,
     missing_run_tags,
     record_per_partition,
+    table_name,
     tag_value,
     timestamp,
 )
@@ -59,6 +60,7 @@ from gestimum_pipeline.sync.engine import (
     send_endpoint,
     stage_endpoint,
     statistics_problems,
+    summary_line,
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.mapping import MAPPING_VERSION
@@ -234,7 +236,10 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         group_name="crm",
         kinds={"postgres"},
         **_partitioned(partitions),
-        metadata={"dagster/column_schema": crm_column_schema(relation)},
+        metadata={
+            "dagster/column_schema": crm_column_schema(relation),
+            **table_name(settings.crm_schema, relation),
+        },
         tags=_asset_tags(settings),
         retry_policy=step_retry_policy(settings),
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
@@ -299,7 +304,8 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
             },
             day_extra=lambda day: {"last_change": timestamp(by_day[day][1]) if day in by_day else None},
         )
-        yield dg.MaterializeResult(check_results=[contract])
+        # The relation read (a resource may override settings' schema): the same on every partition.
+        yield dg.MaterializeResult(metadata=table_name(schema, relation), check_results=[contract])
 
     return _source
 
@@ -459,7 +465,10 @@ def _send_metadata(report: SendReport, pending_after: int, held_after: int) -> d
     if report.journal:  # entries were redacted by the client as they were collected
         more = report.journal_entries - len(report.journal)
         text = "\n".join(report.journal) + (f"\n… {more} more entries" if more > 0 else "")
-        metadata["gestimum_journal"] = dg.MetadataValue.md(f"```\n{text}\n```")
+        # Gestimum's own words (French), labelled as such beside our English.
+        metadata["gestimum_journal"] = dg.MetadataValue.md(
+            f"Gestimum's journal, as Gestimum wrote it ([n]: the run's request n):\n\n```\n{text}\n```"
+        )
     return metadata
 
 
@@ -584,6 +593,9 @@ def build_sink(
             )
         assert report is not None
         metadata = _send_metadata(report, counts.get(Status.PENDING, 0), counts.get(Status.HELD, 0))
+        context.log.info(
+            summary_line(report, held_after=counts.get(Status.HELD, 0), pending_after=counts.get(Status.PENDING, 0))
+        )
         rejections_by_day: dict[str | None, list[RejectedRow]] = defaultdict(list)
         for r in report.rejections:
             rejections_by_day[r.partition].append(r)

@@ -141,5 +141,11 @@ def record_per_partition(
         context.add_asset_metadata(metadata, partition_key=key)
 
 
+def table_name(schema: str, relation: str) -> dict[str, str]:
+    """`dagster/table_name`: the relation the source reads, as `schema.relation` (the database
+    name is left out: it lives in the CRM URL, a secret resolved only at run time)."""
+    return {"dagster/table_name": f"{schema}.{relation}"}
+
+
 def timestamp(value: datetime | None) -> dg.MetadataValue | None:
     return dg.MetadataValue.timestamp(value) if value is not None else None

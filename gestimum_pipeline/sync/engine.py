@@ -13,6 +13,7 @@ from gestimum_pipeline.sync.sending import (
     SendReport,
     send_endpoint,
     statistics_problems,
+    summary_line,
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.staging import (
@@ -41,5 +42,6 @@ __all__ = [
     "send_endpoint",
     "stage_endpoint",
     "statistics_problems",
+    "summary_line",
     "unaccountable_answer",
 ]

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gestimum_pipeline.crm import contract
-from gestimum_pipeline.crm.queries import count_before, rows_in_windows, stream_window, window_signatures
+from gestimum_pipeline.crm.queries import (
+    count_before,
+    existing_source_keys,
+    rows_in_windows,
+    stream_window,
+    window_signatures,
+)
 from gestimum_pipeline.sync.engine import INVALID_KEY
 from gestimum_pipeline.sync.ledger_reads import staged_versions
 from gestimum_pipeline.sync.mapping import Mapper, source_key
@@ -49,7 +55,11 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
         }
         for r in records
     ]
-    named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
+    # Gestimum's words (French) quoted and labelled; our validation's as they are.
+    named = "; ".join(
+        f"{r['source_key']}: " + (f'Gestimum said: "{r["reason"]}"' if r["rejected_by"] == "gestimum" else r["reason"])
+        for r in rows[:MAX_NAMED_IN_SUMMARY]
+    )
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
     # A rejected row was not imported (by Gestimum's own count): every run reads it again from the
     # CRM (sync/refresh.py), so a CRM fix is sent by the next run, whatever the row's change time.
@@ -151,6 +161,45 @@ def stock_diverged(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_
         "`gestimum-pipeline reconcile`).",
         {"diverged": total},
         listed,
+    )
+
+
+def deleted_after_import(
+    store: StateStore,
+    crm_conn: Any,
+    crm_schema: str,
+    endpoint: str,
+    relation: str,
+    *,
+    limit: int = MAX_LISTED_ROWS,
+) -> Finding:
+    """Rows Gestimum imported whose CRM row is gone. Gestimum's import endpoints cannot delete: someone
+    removes them in Gestimum, then marks them handled with `ignore` (an imported row may be ignored)."""
+    total = 0
+    checked = 0
+    rows: list[dict[str, Any]] = []
+    for chunk in store.iter_imported(endpoint):
+        checked += len(chunk)
+        present = existing_source_keys(crm_conn, crm_schema, relation, [k for k, _, _ in chunk])
+        for key, document, imported_at in chunk:
+            if key in present:
+                continue
+            total += 1
+            if len(rows) < limit:
+                rows.append({"source_key": key, "document": document or "", "since": _iso(imported_at)})
+    counts = {"deleted_after_import": total, "imported_checked": checked}
+    if not total:
+        return Finding(True, f"every {endpoint} row Gestimum imported is still in the CRM ({relation})", counts)
+    named = ", ".join(r["source_key"] for r in rows[:MAX_NAMED_IN_SUMMARY])
+    more = f" and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    return Finding(
+        False,
+        f"{total} {endpoint} row{'s' if total != 1 else ''} imported into Gestimum {'are' if total != 1 else 'is'} "
+        f"gone from the CRM ({relation}): {named}{more}. Gestimum's import cannot delete: remove "
+        f"{'them' if total != 1 else 'it'} in Gestimum, then mark {'them' if total != 1 else 'it'} handled with "
+        f"`gestimum-pipeline ignore --endpoint {endpoint} <keys>` (or the operator_ignore job).",
+        counts,
+        rows,
     )
 
 

@@ -160,7 +160,8 @@ def ignore(
     note: str | None = None,
     run_id: str | None = None,
 ) -> ActionOutcome:
-    """Marks rows ignored: not sent, re-opened when the CRM row changes."""
+    """Marks rows ignored: not sent, re-opened when the CRM row changes. An imported row may be
+    ignored too: one deleted in the CRM and removed in Gestimum by hand, marked handled."""
     _validate(endpoints, endpoint, keys, actor)
     keys = _source_keys(endpoints, endpoint, keys)
     return _apply(
@@ -169,7 +170,7 @@ def ignore(
         endpoint,
         keys,
         actor=actor,
-        from_statuses=(Status.REJECTED, Status.HELD, Status.PENDING),
+        from_statuses=(Status.REJECTED, Status.HELD, Status.PENDING, Status.IMPORTED),
         to_status=Status.IGNORED,
         reason=note,
         run_id=run_id,

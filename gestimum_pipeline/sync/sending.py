@@ -87,6 +87,33 @@ class SendReport:
     by_day: dict[str | None, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
 
+# Rejections named in a sink's summary line; the rest are in its metadata and rows_to_act_on.
+NAMED_IN_SUMMARY_LINE = 3
+
+
+def summary_line(report: SendReport, *, held_after: int, pending_after: int) -> str:
+    """The sink's one log line at the end of a sync: what was sent, Gestimum's answer (its own
+    words quoted and labelled), and what is left waiting."""
+    requests = f"{report.requests} request{'s' if report.requests != 1 else ''}"
+    lines = f"{report.lines_sent} line{'s' if report.lines_sent != 1 else ''}"
+    text = f"{report.endpoint}: {lines} sent in {requests}: {report.imported} imported"
+    text += f", {report.rejected} rejected by Gestimum"
+    if report.rejections:
+        named = "; ".join(
+            f'{r.source_key}: Gestimum said: "{r.reason}"' for r in report.rejections[:NAMED_IN_SUMMARY_LINE]
+        )
+        left = report.rejected - NAMED_IN_SUMMARY_LINE
+        more = f"; and {left} more" if left > 0 else ""
+        text += f" ({named}{more})"
+    if report.dry_run:
+        text += f"; dry run ({report.would_send} lines would be sent without Gestimum's test mode)"
+    if report.documents:
+        text += f"; {len(report.documents)} documents created"
+    if report.delivery_unknown:
+        text += f"; {report.delivery_unknown} in delivery_unknown"
+    return text + f"; {held_after} held for their parent, {pending_after} pending"
+
+
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
     """The error, if `exc` comes from an answer Gestimum gave (HTTP 200) that cannot be accounted for."""
     seen: BaseException | None = exc
@@ -437,7 +464,8 @@ def _send_batch(
             "CRM_DATABASE_URL), then rerun the partition."
         ) from None
     access.answered()  # after the outcomes: they matter more than the proof
-    logger.info(
+    # Per request at debug level: the sink's summary line (summary_line) is the run log's.
+    logger.debug(
         "%s request %d: %d lines, %d imported, %d rejected%s",
         endpoint.name,
         request_no,

@@ -37,6 +37,7 @@ from gestimum_pipeline.notify.webhook import (
 )
 from gestimum_pipeline.redaction import redact_text
 from gestimum_pipeline.simulator.server import GestimumSimulator
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
 
 TOKEN = "xoxb-T0ALERT-s3cr3tT0k3n"
 TOKEN_PATH = f"/services/T0ALERT/B0HOOK/{TOKEN}"
@@ -453,3 +454,45 @@ def test_with_no_webhook_every_alert_sensor_tick_says_alerts_are_off(
     on = alert_definitions(settings, AlertWebhook(url="http://127.0.0.1:9/hook"))
     assert {type(s) for s in on.sensors or []} == {type(run_failure_alert), type(check_failure_alert)}
     assert [s.name for s in on.sensors or []] == [run_failure_alert.name, check_failure_alert.name]
+
+
+def test_a_run_with_more_rejected_lines_than_the_threshold_is_alerted_once(
+    instance: dg.DagsterInstance,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    crm_url: str,
+    simulator: GestimumSimulator,
+) -> None:
+    """GESTIMUM_ALERT_REJECTED_PERCENT: a run whose rejected lines exceed the share is told, from the
+    run's own totals (comptes, clients and contacts: 3 lines sent, 1 rejected by Gestimum: 33%)."""
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, receiver.url)
+    monkeypatch.setenv(UI_URL_ENV, UI)
+    monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "25")
+    webhook = build_alert_webhook()
+    assert webhook.rejected_percent == 25
+    first = evaluate_check_sensor(instance, None, webhook)  # watching from now on
+    insert_customers(crm_url, [("OK1", "Bonne Entreprise", None, None, None, None, None, None, DAY_TS)])
+    insert_contacts(crm_url, [("KT1", "NOPE", "Petit", None, None, None, DAY_TS)])  # unknown customer
+    run = run_sync(crm_url, simulator.url, partition=DAY, instance=instance)
+    assert run.success
+    evaluate_check_sensor(instance, first.cursor, webhook)
+    share = [t for t in receiver.texts() if "of the run's lines rejected" in t]
+    assert len(share) == 1, receiver.texts()
+    assert share[0].startswith("*Gestimum sync: 33.3% of the run's lines rejected* (threshold 25%")
+    assert "1 of 3 lines rejected: 1 by Gestimum, 0 by our validation" in share[0]
+    assert run.result.run_id in share[0] and f"{UI}/runs/{run.result.run_id}" in share[0]
+
+    # At or under the share, nothing (3 lines sent, 1 rejected: 33% of 50%); a malformed share stops the
+    # settings, naming the variable.
+    monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "50")
+    quiet = build_alert_webhook()
+    cursor = evaluate_check_sensor(instance, None, quiet).cursor
+    insert_customers(crm_url, [("OK2", "Autre Entreprise", None, None, None, None, None, None, DAY_TS)])
+    insert_contacts(crm_url, [("KT2", "NOPE2", "Roux", None, None, None, DAY_TS)])
+    again = run_sync(crm_url, simulator.url, partition=DAY, instance=instance)
+    assert again.success and sum(again.metadata[f"gestimum/{e}"]["run_lines_sent"] for e in ENDPOINTS.names) == 3
+    evaluate_check_sensor(instance, cursor, quiet)
+    assert len([t for t in receiver.texts() if "of the run's lines rejected" in t]) == 1
+    monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "150")
+    with pytest.raises(ValueError, match="GESTIMUM_ALERT_REJECTED_PERCENT must be a percentage"):
+        build_alert_webhook()

@@ -52,7 +52,8 @@ def test_rejected_rows_fail_a_warning_check_with_their_reasons(crm_url: str, sim
     with StateStore(crm_url) as store:
         kc2 = store.records(endpoint="contacts", keys=["KC2"])[0]
     assert kc2["reason_source"] == "gestimum" and kc2["reason"]
-    assert "1 contacts row rejected" in contacts.description and f"KC2: {kc2['reason']}" in contacts.description
+    assert "1 contacts row rejected" in contacts.description
+    assert f'KC2: Gestimum said: "{kc2["reason"]}"' in contacts.description  # its words, labelled
     table = contacts.metadata["rows"].value
     assert [(r.data["source_key"], r.data["reason"], r.data["rejected_by"]) for r in table.records] == [
         ("KC2", kc2["reason"], "gestimum")

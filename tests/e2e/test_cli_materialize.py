@@ -61,6 +61,8 @@ def test_materialize_a_partition_range_from_the_command_line(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SupersessionWarning" not in done.stdout + done.stderr
+    assert "BetaWarning" not in done.stdout + done.stderr  # our backfill_policy's, filtered by message
+    assert "plain HTTP" not in done.stdout + done.stderr  # the simulator on this machine, no password
     assert set(simulator.state.customers) == {"A1", "A2", "A3"}
     assert simulator.state.contacts["KA2"]["CCT_ORIGIN"] == "A2"
     assert [len(d.lines) for d in simulator.state.documents] == [1]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,3 +129,18 @@ class CountsMixin(StoreBase):
             cur.execute(self._sql("sendable_keys"), (endpoint, list(keys)))
             found = dict(cur.fetchall())
         return [k for k in keys if found.get(k)], [k for k in keys if k in found and not found[k]]
+
+    def iter_imported(self, endpoint: str, *, chunk_size: int = 10_000) -> Iterator[list[tuple[str, str | None, Any]]]:
+        """Chunks of (source key, document, imported_at) of the endpoint's imported rows, streamed
+        through a server-side cursor on its own connection (bounded memory at any size)."""
+        if not self._has(endpoint, Status.IMPORTED):  # type: ignore[attr-defined]
+            return
+        conn = self.new_connection()
+        try:
+            with conn, conn.cursor(name=f"imported_{uuid.uuid4().hex[:12]}") as cur:
+                cur.itersize = chunk_size
+                cur.execute(self._sql("imported_keys"), (endpoint,))
+                while chunk := cur.fetchmany(chunk_size):
+                    yield chunk
+        finally:
+            conn.close()

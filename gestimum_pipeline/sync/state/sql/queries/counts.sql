@@ -60,3 +60,8 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.records r WHERE r.endpoint = %s AND r.s
 
 -- name: sendable_keys
 SELECT source_key, line IS NOT NULL FROM {schema}.records WHERE endpoint = %s AND source_key = ANY(%s)
+
+-- name: imported_keys
+-- Every row Gestimum holds, for the deletions check: compared with the CRM by key, in chunks.
+SELECT source_key, document, imported_at FROM {schema}.records
+WHERE endpoint = %s AND status = 'imported'

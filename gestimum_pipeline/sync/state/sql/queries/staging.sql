@@ -12,6 +12,7 @@ CREATE TEMP TABLE IF NOT EXISTS staged_rows (
 -- a row whose delivery is unknown. A row stored in flight (stores before migration 7) takes
 -- the new version and stays in flight: the outcome of the line sent is recorded against
 -- `sent_hash`, then the change is sent next. `force` re-stages unchanged rows too.
+WITH taken AS (
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
     parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
@@ -32,7 +33,16 @@ WHERE r.status <> 'delivery_unknown'
        OR (%(force)s AND r.status NOT IN ('ignored', 'in_flight')))
   -- Never an older CRM version over a newer one (a backfill's snapshot beside the hourly run's).
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
-RETURNING status, partition
+RETURNING source_key, status, content_hash, reason, partition
+), logged AS (
+    -- The record log (migration 0009): each version taken, for `history`.
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, run_id, partition, source_version,
+        reason)
+    SELECT %(endpoint)s, t.source_key, CASE WHEN t.reason IS NULL THEN 'stage' ELSE 'stage_invalid' END,
+           t.content_hash, %(run_id)s, t.partition, %(version)s::numeric, t.reason
+    FROM taken t
+)
+SELECT status, partition FROM taken
 
 -- name: stage_stock
 -- events: stage, stage_invalid
@@ -41,6 +51,7 @@ RETURNING status, partition
 -- sent) is re-staged. A movement in an open request keeps the line sent,
 -- whatever the staging's snapshot (not_in_open_request, migration 0008, evaluated last): a
 -- new version is noted aside (stage_stock_diverged), never sent after it.
+WITH taken AS (
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
     parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
@@ -62,7 +73,16 @@ WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source IN ('
        OR (r.status = 'ignored' AND r.reason_source = 'crm'))
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
   AND {schema}.not_in_open_request(r.endpoint, r.source_key)
-RETURNING status, partition
+RETURNING source_key, status, content_hash, reason, partition
+), logged AS (
+    -- The record log (migration 0009): each version taken, for `history`.
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, run_id, partition, source_version,
+        reason)
+    SELECT %(endpoint)s, t.source_key, CASE WHEN t.reason IS NULL THEN 'stage' ELSE 'stage_invalid' END,
+           t.content_hash, %(run_id)s, t.partition, %(version)s::numeric, t.reason
+    FROM taken t
+)
+SELECT status, partition FROM taken
 
 -- name: stage_stock_diverged
 -- Movements already sent keep their line; a different CRM version is noted aside (and
@@ -97,7 +117,7 @@ WITH collisions AS (
     -- or re-queued tomorrow, and then overwrite the other in Gestimum.
     WHERE n.endpoint = %(e)s AND n.status = 'pending'
     GROUP BY n.source_key
-)
+), refused AS (
 UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', updated_at = now(),
     reason = %(e)s || ' record ' || r.source_key || ' field ' || %(f)s
         || ': the code differs only by case or trailing spaces from record ' || c.other
@@ -105,7 +125,12 @@ UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', upda
         || ' then re-queue the other with `gestimum-pipeline retry`'
 FROM collisions c
 WHERE r.endpoint = %(e)s AND r.source_key = c.source_key
-RETURNING r.source_key, r.reason, r.partition
+RETURNING r.source_key, r.reason, r.content_hash, r.partition
+), logged AS (
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, partition, reason)
+    SELECT %(e)s, f.source_key, 'collide', f.content_hash, f.partition, f.reason FROM refused f
+)
+SELECT source_key, reason, partition FROM refused
 
 -- name: hold_orphans
 -- events: hold
