@@ -234,6 +234,8 @@ def serve_ui(demo_env: Mapping[str, str], *, port: int, out: TextIO) -> None:
                     file=out,
                     flush=True,
                 )
+            elif not stop.is_set() and proc.poll() is None:
+                print(f"dg dev has not answered on {url} yet; its output is above.", file=out, flush=True)
             while not stop.wait(0.5) and proc.poll() is None:
                 pass
             exited = None if stop.is_set() else proc.poll()  # on its own (a port in use, say): a failure
