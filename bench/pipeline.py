@@ -56,7 +56,8 @@ def run(setup: Setup) -> dict[str, Any]:
     metadata: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.materialization
-        metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+        if "run_partitions" in mat.metadata:  # the run's totals, on its last partition
+            metadata[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
     steps = {
         s.step_key: s.end_time - s.start_time
         for s in instance.get_run_step_stats(result.run_id)
@@ -70,10 +71,10 @@ def run(setup: Setup) -> dict[str, Any]:
         seconds = stage["duration_seconds"] + send["duration_seconds"]
         asset_seconds += seconds
         endpoints[name] = {
-            "rows": stage["rows_read"],
-            "staged": stage["dagster/row_count"],
+            "rows": stage["run_rows_read"],
+            "staged": stage["run_lines_staged"],
             "unchanged": stage["unchanged"],
-            "lines_sent": send["dagster/row_count"],
+            "lines_sent": send["run_lines_sent"],
             "requests": send["requests"],
             "stage_seconds": stage["duration_seconds"],
             "send_seconds": send["duration_seconds"],

@@ -125,7 +125,9 @@ def sync_work_seconds(home: Path) -> float:
         total = 0.0
         for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
             mat = entry.asset_materialization
-            if mat is not None and mat.asset_key.path[0] in ("transform", "gestimum"):
+            # Run-wide figures are on the run's last partition only.
+            steps = ("transform", "gestimum")
+            if mat is not None and mat.asset_key.path[0] in steps and "duration_seconds" in mat.metadata:
                 total += float(mat.metadata["duration_seconds"].value)
         return total
     finally:

@@ -196,6 +196,88 @@ def _cmd_state_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crm_target(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(CRM URL, schema, where the URL came from): `--company`'s defs.yaml, else the options and
+    the environment (CRM_DATABASE_URL, CRM_SCHEMA)."""
+    from gestimum_pipeline.companies import CompanyFileError
+    from gestimum_pipeline.crm.contract import DEFAULT_SCHEMA
+
+    company = company_file(args)
+    if company is not None:
+        given = [
+            o for o, v in (("--database-url", args.database_url), ("--database-url-file", args.database_url_file)) if v
+        ]
+        if given:
+            raise SystemExit(
+                f"--company {company.name} reads the CRM from {company.shown_path}: "
+                f"do not pass {', '.join(given)} with it"
+            )
+        try:
+            schema = args.schema or company.value("crm_schema", DEFAULT_SCHEMA)
+            return company.value("crm_url"), schema, company.origin("crm_url")
+        except CompanyFileError as exc:
+            raise SystemExit(f"--company {company.name}: {exc}") from None
+    schema = args.schema or os.environ.get("CRM_SCHEMA") or DEFAULT_SCHEMA
+    for setting, value in (
+        ("--database-url", _url_from_argv(args.database_url, "--database-url")),
+        ("--database-url-file", _url_from_file(args.database_url_file)),
+        ("CRM_DATABASE_URL", os.environ.get("CRM_DATABASE_URL")),
+    ):
+        if value:
+            return value, schema, setting
+    raise SystemExit(
+        "no CRM database: set CRM_DATABASE_URL, pass --database-url (or --database-url-file), or --company"
+    )
+
+
+def _cmd_crm_init(args: argparse.Namespace) -> int:
+    from datetime import datetime as _datetime
+    from zoneinfo import ZoneInfo
+
+    import psycopg2
+
+    from gestimum_pipeline.crm.ddl import create_reference_schema, holds_rows
+    from gestimum_pipeline.crm.demo import load_demo_data
+    from gestimum_pipeline.db import DatabaseUnavailable, connect, db_reason, validate_identifier
+    from gestimum_pipeline.demo import demo_days
+    from gestimum_pipeline.redaction import redact_url
+
+    url, schema, setting = _crm_target(args)
+    try:
+        validate_identifier(schema, "--schema")
+        conn = connect(url, setting=setting)
+    except (DatabaseUnavailable, ValueError) as exc:
+        raise SystemExit(f"crm init: {exc}") from None
+    try:
+        create_reference_schema(conn, schema)
+        print(
+            f"CRM reference schema {schema!r} ready at {redact_url(url)} "
+            "(four relations; existing ones left as they are)"
+        )
+        if args.demo_data:
+            full = holds_rows(conn, schema)
+            if full:
+                # Demo rows beside real ones would be synced to Gestimum as if they were customers.
+                raise SystemExit(
+                    f"crm init --demo-data: {', '.join(f'{schema}.{n}' for n in full)} already hold rows; demo rows "
+                    "go into an empty schema only (pass another --schema)"
+                )
+            timezone = os.environ.get("GESTIMUM_SYNC_TIMEZONE", "Europe/Paris")
+            days = demo_days(_datetime.now(ZoneInfo(timezone)).date(), args.days)
+            loaded = load_demo_data(conn, schema, days=days, customers_per_day=args.customers_per_day, tz=timezone)
+            conn.commit()
+            counts = ", ".join(f"{n} {name}" for name, n in loaded.counts().items())
+            print(
+                f"demo rows loaded for {days[0].isoformat()}...{days[-1].isoformat()}: {counts} "
+                f"({len(loaded.bad_rows)} of them deliberately bad, for Gestimum or our validation to reject)"
+            )
+    except psycopg2.Error as exc:
+        raise SystemExit(f"crm init: the CRM database ({setting}) failed: {db_reason(exc)}") from None
+    finally:
+        conn.close()
+    return 0
+
+
 def _default_actor() -> str:
     try:
         return getpass.getuser()
@@ -213,6 +295,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         database_url=_url_from_argv(args.database_url, "--database-url") or _url_from_file(args.database_url_file),
         days=args.days,
         customers_per_day=args.customers_per_day,
+        ui=args.ui,
+        port=args.port,
     )
     return 0
 
@@ -403,6 +487,28 @@ def _cmd_actions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from gestimum_pipeline.sync.history import row_history
+
+    _check_endpoint(args)
+    store = open_store(args)
+    try:
+        story = row_history(store, args.endpoints, args.endpoint, args.key, company=args.company)
+    finally:
+        store.close()
+    if args.json:
+        json.dump(story.as_json(), sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(terminal_safe_lines(story.as_text()))
+    return 0
+
+
+def terminal_safe_lines(text: str) -> str:
+    """`text` line by line through terminal_safe (its own newlines kept)."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
+
+
 def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.ArgumentParser:
     """The command line; `endpoints` (default: the registry) are the endpoints the quarantine tools know."""
     from gestimum_pipeline.sync.endpoints import ENDPOINTS
@@ -419,6 +525,13 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     demo.add_argument("--database-url-file", help=URL_FILE_HELP)
     demo.add_argument("--days", type=int, default=3)
     demo.add_argument("--customers-per-day", type=int, default=20)
+    demo.add_argument(
+        "--ui",
+        action="store_true",
+        help="then serve the Dagster UI on the demo (`dg dev`, in its environment) until Ctrl-C or SIGTERM, "
+        "keeping PostgreSQL and the simulator running",
+    )
+    demo.add_argument("--port", type=int, help="the UI's port with --ui (default 3000)")
     demo.set_defaults(func=_cmd_demo)
 
     from gestimum_pipeline.simulator.server import add_cli_arguments
@@ -439,6 +552,26 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     init.add_argument("--company-file", help="the company file (default: $GESTIMUM_FICHIER)")
     init.add_argument("--actor", default=_default_actor(), help="who creates it (recorded; default: the OS user)")
     init.set_defaults(func=_cmd_state_init)
+
+    crm = sub.add_parser("crm", help="the CRM side: the reference schema, demo rows")
+    crm_sub = crm.add_subparsers(dest="crm_command", required=True)
+    crm_init = crm_sub.add_parser(
+        "init", help="create the reference schema (crm/schema.sql) in an existing database; --demo-data loads demo rows"
+    )
+    crm_init.add_argument(
+        "--company",
+        metavar="NAME",
+        help="the company file NAME of a GestimumSync defs.yaml: its crm_url and crm_schema",
+    )
+    crm_init.add_argument("--database-url", help="the CRM database (default: $CRM_DATABASE_URL)")
+    crm_init.add_argument("--database-url-file", help=URL_FILE_HELP)
+    crm_init.add_argument("--schema", help="the schema to create (default: $CRM_SCHEMA, else crm)")
+    crm_init.add_argument(
+        "--demo-data", action="store_true", help="also load the demo's rows (into an empty schema only)"
+    )
+    crm_init.add_argument("--days", type=int, default=3, help="with --demo-data: days of rows, ending today")
+    crm_init.add_argument("--customers-per-day", type=int, default=20)
+    crm_init.set_defaults(func=_cmd_crm_init)
 
     rej = sub.add_parser("rejections", help="list rejected, held and undelivered rows")
     state_args(rej)
@@ -476,6 +609,15 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     mode.add_argument("--release", action="store_true", help="Gestimum does not have them: send them again")
     rec.add_argument("--document", help="the Gestimum document number (with --delivered)")
     rec.set_defaults(func=_cmd_reconcile)
+
+    hist = sub.add_parser(
+        "history", help="one row's whole story: CRM versions, requests, Gestimum's answers, actions, next step"
+    )
+    add_store_arguments(hist)
+    hist.add_argument("--endpoint", required=True, help=endpoint_help)
+    hist.add_argument("key", help="the row's source key (see `rejections`)")
+    hist.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    hist.set_defaults(func=_cmd_history)
 
     act = sub.add_parser("actions", help="the operators' actions, newest first (who, when, what)")
     state_args(act)

@@ -15,9 +15,20 @@ from gestimum_pipeline.db import ident
 _DDL_LOCK_KEY = "gestimum-pipeline:crm-reference-ddl"
 
 
-def reference_ddl_template() -> str:
-    """The reference DDL text, with a ``{schema}`` placeholder."""
+# psql's quoted-identifier variable in schema.sql (`psql -v schema=crm -f schema.sql`).
+PSQL_SCHEMA_VARIABLE = ':"schema"'
+
+
+def reference_ddl_script() -> str:
+    """schema.sql as shipped: a psql script (`:"schema"`, a few backslash commands)."""
     return files("gestimum_pipeline.crm").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def reference_ddl_template() -> str:
+    """The reference DDL text, with a ``{schema}`` placeholder: schema.sql without its psql-only
+    lines, its psql variable made a placeholder (the file holds no other braces)."""
+    lines = [line for line in reference_ddl_script().splitlines() if not line.lstrip().startswith("\\")]
+    return "\n".join(lines).replace(PSQL_SCHEMA_VARIABLE, "{schema}") + "\n"
 
 
 def reference_ddl(schema: str = DEFAULT_SCHEMA) -> sql.Composed:
@@ -42,3 +53,19 @@ def create_reference_schema(conn: psycopg2.extensions.connection, schema: str = 
     finally:
         if autocommit:
             conn.autocommit = True
+
+
+def holds_rows(conn: psycopg2.extensions.connection, schema: str = DEFAULT_SCHEMA) -> list[str]:
+    """The reference relations of `schema` that already hold rows (read-only)."""
+    from gestimum_pipeline.crm.contract import RELATIONS
+
+    found = []
+    with conn.cursor() as cur:
+        for name in RELATIONS:
+            cur.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{})").format(ident(schema, "CRM schema"), sql.Identifier(name))
+            )
+            if cur.fetchone()[0]:
+                found.append(name)
+    conn.rollback()
+    return found

@@ -183,13 +183,16 @@ def _unused(candidates: Iterable[str], used: Sequence[str]) -> str:
 class _Day:
     """Random values for one local day, timestamps inside [start, end)."""
 
-    def __init__(self, seed: int, day: date, zone: ZoneInfo):
+    def __init__(self, seed: int, day: date, zone: ZoneInfo, not_after: datetime | None = None):
         # A str seed is hashed deterministically (unlike hash()), across runs and machines.
         self.rng = random.Random(f"gestimum-demo:{seed}:{day.isoformat()}")
         self.day = day
         # Local midnights: a DST day is 23 or 25 hours long, hence two conversions.
         self.start = datetime.combine(day, time(), zone)
         self.end = datetime.combine(day + timedelta(days=1), time(), zone)
+        # Today's rows change no later than now: a CRM has no change in the future.
+        if not_after is not None and self.start + timedelta(seconds=1) < not_after < self.end:
+            self.end = not_after
         self.span_us = int((self.end.astimezone(UTC) - self.start.astimezone(UTC)) / _MICROSECOND)
 
     def at(self, offset_us: int) -> datetime:
@@ -278,6 +281,7 @@ def load_demo_data(
     include_bad_rows: bool = True,
     items: Sequence[str] = DEMO_ITEMS,
     warehouses: Sequence[str] = DEMO_WAREHOUSES,
+    now: datetime | None = None,
 ) -> DemoSummary:
     """Write demo rows for each of `days` (local days in `tz`) into the reference tables; commits.
 
@@ -290,7 +294,8 @@ def load_demo_data(
     `include_bad_rows`, the first day also gets the rows of ``DemoSummary.bad_rows``.
 
     Load days in chronological order (one call or several): a day's changes only
-    apply over older versions.
+    apply over older versions. Rows of a day still under way change no later than `now`
+    (default: the current time), never in the future.
     """
     if not days:
         raise ValueError("days must not be empty")
@@ -309,9 +314,10 @@ def load_demo_data(
     bad: list[BadRow] = []
     new_customers = 0
     ordered_days = sorted(set(days))
+    now = now or datetime.now(UTC)
 
     for day in ordered_days:
-        d = _Day(seed, day, zone)
+        d = _Day(seed, day, zone, not_after=now)
         stamp = f"{day:%Y%m%d}"
         for i in range(1, customers_per_day + 1):
             if i == 1:

@@ -15,6 +15,7 @@ Rows come back as tuples in ``RELATIONS[relation].columns`` order; a window is
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -26,7 +27,7 @@ from psycopg2 import sql
 
 from gestimum_pipeline.crm import contract
 from gestimum_pipeline.crm.contract import Relation
-from gestimum_pipeline.db import ident
+from gestimum_pipeline.db import ident, text_array
 
 DEFAULT_CHUNK_SIZE = 5000
 
@@ -136,7 +137,44 @@ def existing_keys(conn: psycopg2.extensions.connection, schema: str, relation: s
         key=sql.Identifier(column), table=_table(schema, rel), array=sql.SQL("bigint[]" if integer else "text[]")
     )
     with conn.cursor() as cur:
-        cur.execute(query, (wanted,))
+        # An array literal: the list psycopg2 would send is parsed element by element (db.text_array).
+        cur.execute(query, (text_array([str(w) for w in wanted]),))
+        return {k for (k,) in cur.fetchall()}
+
+
+def existing_source_keys(
+    conn: psycopg2.extensions.connection, schema: str, relation: str, keys: Sequence[str]
+) -> set[str]:
+    """Which of `keys` (source keys as the mapping writes them: the code, or a JSON list of the codes
+    of a composite key) still have a row in the CRM; one indexed lookup per key."""
+    rel = contract.relation(relation)
+    if len(rel.key_columns) == 1:
+        return existing_keys(conn, schema, relation, keys)
+    wanted: list[str] = []
+    parts: list[list[str]] = [[] for _ in rel.key_columns]
+    for key in keys:
+        try:
+            codes = json.loads(key)
+        except ValueError:
+            continue  # not a key this relation's rows can have: reported as gone
+        if isinstance(codes, list) and len(codes) == len(rel.key_columns):
+            wanted.append(key)
+            for column, code in zip(parts, codes, strict=True):
+                column.append(str(code))
+    names = [sql.Identifier(f"c{i}") for i in range(len(rel.key_columns))]
+    query = sql.SQL(
+        "SELECT k.key FROM unnest(%s::text[], {arrays}) AS k(key, {names}) "
+        "WHERE EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+    ).format(
+        arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in names),
+        names=sql.SQL(", ").join(names),
+        table=_table(schema, rel),
+        match=sql.SQL(" AND ").join(
+            sql.SQL("t.{} = k.{}").format(sql.Identifier(c), n) for c, n in zip(rel.key_columns, names, strict=True)
+        ),
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (text_array(wanted), *(text_array(p) for p in parts)))
         return {k for (k,) in cur.fetchall()}
 
 
@@ -191,6 +229,28 @@ def count_window(
         cur.execute(query, (start, end))
         count, latest = cur.fetchone()
     return int(count), latest
+
+
+def count_window_by_day(
+    conn: psycopg2.extensions.connection,
+    schema: str,
+    relation: str,
+    start: datetime,
+    end: datetime,
+    timezone: str,
+) -> dict[str, tuple[int, datetime]]:
+    """The rows in ``[start, end)`` per day of their change time in `timezone` (`YYYY-MM-DD`):
+    how many, and the latest change time of each day."""
+    rel = contract.relation(relation)
+    start, end = _window_bounds(start, end)
+    change = sql.Identifier(rel.change_column)
+    query = sql.SQL(
+        "SELECT to_char({change} AT TIME ZONE %s, 'YYYY-MM-DD') AS day, count(*), max({change}) FROM {table} "
+        "WHERE {change} >= %s AND {change} < %s GROUP BY day"
+    ).format(table=_table(schema, rel), change=change)
+    with conn.cursor() as cur:
+        cur.execute(query, (timezone, start, end))
+        return {day: (int(count), latest) for day, count, latest in cur.fetchall()}
 
 
 # Relation kinds whose rows carry system columns (xmin, ctid): tables, partitioned

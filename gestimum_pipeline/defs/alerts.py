@@ -16,19 +16,30 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from gestimum_pipeline.defs.settings import ALERT_WEBHOOK_ENV, UI_URL_ENV, Settings
+from gestimum_pipeline.defs.settings import ALERT_WEBHOOK_ENV, REJECTED_PERCENT_ENV, UI_URL_ENV, Settings
 from gestimum_pipeline.notify.webhook import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_SECONDS,
     WebhookNotifier,
     check_failure_payload,
     partition_text,
+    rejected_share_payload,
     run_failure_payload,
     webhook_secrets,
 )
 from gestimum_pipeline.redaction import url_secrets
 
-ALERTS_OFF = f"Alerts are off: set {ALERT_WEBHOOK_ENV} to a Slack-compatible webhook URL to turn them on"
+ALERTS_OFF = (
+    f"skipped: {ALERT_WEBHOOK_ENV} not set (alerts are off; set it to a Slack-compatible webhook URL, then "
+    "reload the code location, to turn them on)"
+)
+
+
+def alerts_status(configured: bool) -> str:
+    """What the preflight's metadata says of alerts (GESTIMUM_ALERT_WEBHOOK_URL is a secret: never its value)."""
+    return f"on ({ALERT_WEBHOOK_ENV} set)" if configured else f"off ({ALERT_WEBHOOK_ENV} not set)"
+
+
 # The first segment of every asset key of this project; other code locations' checks are not ours to report.
 PROJECT_ASSET_ROOTS = frozenset({"gestimum", "crm", "transform", "sync"})
 # A check is evaluated inside a run: once the run has ended, all its evaluations are stored.
@@ -56,6 +67,10 @@ class AlertWebhook(dg.ConfigurableResource):
     ui_url: str = Field(default="", description=f"Base URL of the Dagster UI, for links in messages ({UI_URL_ENV})")
     timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_SECONDS, description="Per attempt")
     retries: int = Field(default=DEFAULT_RETRIES, description="On connection errors, 429 and 5xx")
+    rejected_percent: float = Field(
+        default=0.0,
+        description=f"Alert when more than this share of a run's lines were rejected ({REJECTED_PERCENT_ENV}; 0: off)",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -80,6 +95,7 @@ def build_alert_webhook(settings: Settings | None = None) -> AlertWebhook:
     return AlertWebhook(
         url=dg.EnvVar(ALERT_WEBHOOK_ENV) if settings.alert_webhook_configured else "",
         ui_url=settings.ui_url,
+        rejected_percent=settings.alert_rejected_percent,
     )
 
 
@@ -269,9 +285,39 @@ def check_payload(instance: dg.DagsterInstance, check: FailedCheck, alert_webhoo
     )
 
 
-def _new_failed_checks(instance: dg.DagsterInstance, after: int) -> Iterator[tuple[int, list[FailedCheck]]]:
+@dataclass(frozen=True)
+class RejectedShare:
+    """A run's lines (sent to Gestimum, or refused by our validation before) and how many were rejected."""
+
+    lines: int
+    rejected_by_gestimum: int
+    rejected_locally: int
+
+    @property
+    def percent(self) -> float:
+        rejected = self.rejected_by_gestimum + self.rejected_locally
+        return 100.0 * rejected / self.lines if self.lines else 0.0
+
+
+def rejected_share(instance: dg.DagsterInstance, run_id: str) -> RejectedShare:
+    """From the run's own totals (`run_*`, recorded once per run on its last partition)."""
+    sent = by_gestimum = locally = 0
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        materialization = event.event_specific_data.materialization if event is not None else None
+        if materialization is None or "run_partitions" not in materialization.metadata:
+            continue
+        values = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        sent += int(values.get("run_lines_sent") or 0)
+        by_gestimum += int(values.get("run_rejected") or 0)
+        locally += int(values.get("run_rejected_locally") or 0)
+    return RejectedShare(sent + locally, by_gestimum, locally)
+
+
+def _new_failed_checks(instance: dg.DagsterInstance, after: int) -> Iterator[tuple[int, str, list[FailedCheck]]]:
     for storage_id, run_id in run_ends_after(instance, after):
-        yield storage_id, failed_checks_of_run(instance, run_id)
+        yield storage_id, run_id, failed_checks_of_run(instance, run_id)
 
 
 @dg.sensor(
@@ -279,7 +325,7 @@ def _new_failed_checks(instance: dg.DagsterInstance, after: int) -> Iterator[tup
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
     description=f"Posts each failed asset check (WARN or ERROR) of this project to {ALERT_WEBHOOK_ENV}, "
-    "once its run has ended (skips when unset).",
+    f"once its run has ended, and each run whose rejected lines exceed {REJECTED_PERCENT_ENV} (skips when unset).",
 )
 def check_failure_alert(context: dg.SensorEvaluationContext, alert_webhook: AlertWebhook) -> dg.SensorResult:
     if not alert_webhook.enabled:
@@ -296,12 +342,30 @@ def check_failure_alert(context: dg.SensorEvaluationContext, alert_webhook: Aler
     posted = 0
     # At least once: a delivery error fails the tick before the cursor moves, and the next tick retries.
     with alert_webhook.notifier() as notifier:
-        for storage_id, failures in _new_failed_checks(instance, cursor):
+        for storage_id, run_id, failures in _new_failed_checks(instance, cursor):
             for check in failures:
                 notifier.post(check_payload(instance, check, alert_webhook))
                 posted += 1
                 key = check.evaluation.asset_key.to_user_string()
                 context.log.info(f"Check {key} {check.evaluation.check_name} failed: alert posted to {notifier.host}")
+            threshold = alert_webhook.rejected_percent
+            share = rejected_share(instance, run_id) if threshold > 0 else None
+            if share is not None and share.percent > threshold:
+                run = instance.get_run_by_id(run_id)
+                notifier.post(
+                    rejected_share_payload(
+                        percent=share.percent,
+                        threshold=threshold,
+                        lines=share.lines,
+                        rejected_by_gestimum=share.rejected_by_gestimum,
+                        rejected_locally=share.rejected_locally,
+                        run_id=run_id,
+                        partition=partition_text(run.tags) if run else None,
+                        ui_url=alert_webhook.ui_url,
+                    )
+                )
+                posted += 1
+                context.log.info(f"Run {run_id}: {share.percent:.1f}% of its lines rejected: alert posted")
             cursor = storage_id
     if posted:
         return dg.SensorResult(cursor=str(cursor))
@@ -309,3 +373,28 @@ def check_failure_alert(context: dg.SensorEvaluationContext, alert_webhook: Aler
 
 
 alert_sensors: Sequence[dg.SensorDefinition] = [run_failure_alert, check_failure_alert]
+
+
+def _alerts_off_sensor(on: dg.SensorDefinition) -> dg.SensorDefinition:
+    """`on`'s stand-in while no webhook is set: every tick is skipped, saying why.
+
+    A run-failure sensor has nothing to say while no run fails, so its ticks would read
+    "0 runs requested" as if alerts were on; the stand-in keeps the name, so turning alerts on
+    (set the variable, reload the code location) swaps the real sensor in with its history.
+    """
+
+    @dg.sensor(
+        name=on.name,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description=f"Alerts are off: {ALERT_WEBHOOK_ENV} is not set. {on.description or ''}".strip(),
+    )
+    def _off(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        return dg.SkipReason(ALERTS_OFF)
+
+    return _off
+
+
+def alert_sensors_for(enabled: bool) -> Sequence[dg.SensorDefinition]:
+    """The alert sensors, or, with no webhook, stand-ins whose ticks say alerts are off."""
+    return alert_sensors if enabled else [_alerts_off_sensor(s) for s in alert_sensors]

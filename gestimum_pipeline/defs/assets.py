@@ -7,6 +7,7 @@ whereabouts is durable in the state store between steps.
 """
 
 import re
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,15 +18,19 @@ import dagster as dg
 import psycopg2
 
 from gestimum_pipeline.crm.contract import check_contract
-from gestimum_pipeline.crm.queries import count_window, existing_keys
+from gestimum_pipeline.crm.queries import count_window_by_day, existing_keys
 from gestimum_pipeline.db import DatabaseUnavailable, db_reason, validate_identifier
+from gestimum_pipeline.defs.alerts import alerts_status
 from gestimum_pipeline.defs.metadata import (
     COMPANY_FILE_TAG,
     ENDPOINT_TAG,
     column_lineage,
+    company_file_tag,
     crm_column_schema,
     gestimum_column_schema,
-    row_counts,
+    missing_run_tags,
+    record_per_partition,
+    table_name,
     tag_value,
     timestamp,
 )
@@ -45,14 +50,17 @@ from gestimum_pipeline.gestimum.errors import GestimumError
 from gestimum_pipeline.sync.endpoints import EndpointRegistry, EndpointSpec
 from gestimum_pipeline.sync.engine import (
     DeliveryUnknownError,
+    RejectedRow,
     SendReport,
     StageReport,
     StateStoreFailure,
     SyncError,
     Window,
+    day_function,
     send_endpoint,
     stage_endpoint,
     statistics_problems,
+    summary_line,
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.mapping import MAPPING_VERSION
@@ -119,7 +127,23 @@ def _resource_keys(settings: Settings) -> set[str]:
 
 
 def _resources(context: dg.AssetExecutionContext, settings: Settings) -> _Resources:
+    _tag_run(context, settings)
     return _Resources(*(getattr(context.resources, settings.scoped(name)) for name in RESOURCE_NAMES))
+
+
+def _tag_run(context: dg.AssetExecutionContext, settings: Settings) -> None:
+    """A run launched from the asset graph (or `dg launch --assets`) is Dagster's own asset job,
+    which no definition can tag: its first step adds the tags `gestimum_sync` runs carry, so run
+    history filters by company file and trigger whatever launched it. A no-op on tagged runs."""
+    if context.run_id in _TAGGED_RUNS:
+        return  # an earlier step of this run in this process tagged it (context.run is loaded once)
+    missing = missing_run_tags(context.run.tags, settings.company_file)
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+    _TAGGED_RUNS.add(context.run_id)
+
+
+_TAGGED_RUNS: set[str] = set()
 
 
 def _window(context: dg.AssetExecutionContext, options: SyncOptions) -> Window:
@@ -156,7 +180,7 @@ def _transient(what: str, exc: Exception) -> dg.Failure:
 
 
 def _asset_tags(settings: Settings, endpoint: str | None = None) -> dict[str, str]:
-    tags = {COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
+    tags = {COMPANY_FILE_TAG: company_file_tag(settings.company_file)}
     if endpoint is not None:
         tags[ENDPOINT_TAG] = tag_value(endpoint)
     return tags
@@ -197,6 +221,7 @@ def build_preflight(partitions: dg.PartitionsDefinition, settings: Settings) -> 
                 "gestimum_access": report.gestimum_access,
                 "tls_verification": report.tls_verification,
                 "dry_run": sync_options.dry_run,
+                "alerts": alerts_status(settings.alert_webhook_configured),
             }
         )
 
@@ -211,7 +236,10 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         group_name="crm",
         kinds={"postgres"},
         **_partitioned(partitions),
-        metadata={"dagster/column_schema": crm_column_schema(relation)},
+        metadata={
+            "dagster/column_schema": crm_column_schema(relation),
+            **table_name(settings.crm_schema, relation),
+        },
         tags=_asset_tags(settings),
         retry_policy=step_retry_policy(settings),
         description=f"CRM rows of `{relation}` whose change time falls in the partition (plus the look-back "
@@ -251,7 +279,7 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
                     description=f"The CRM does not match the source contract (README, 'Source contract'): "
                     f"{'; '.join(problems)}. Nothing was read; fix the relation (or its view), then rerun."
                 )
-            rows, last_change = count_window(conn, schema, relation, window.start, window.end)
+            by_day = count_window_by_day(conn, schema, relation, window.start, window.end, settings.timezone)
         except psycopg2.Error as exc:
             raise dg.Failure(
                 description=f"CRM query on {schema}.{relation} failed ({db_reason(exc)}); nothing was staged or "
@@ -261,26 +289,35 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
             ) from None
         finally:
             conn.close()
-        yield dg.MaterializeResult(
-            metadata={
-                **row_counts(rows),  # the CRM rows whose change time falls in the window
+        latest = max((last for _, last in by_day.values()), default=None)
+        # Each day its own CRM rows (by change time); the window (look-back included) once, on the run.
+        record_per_partition(
+            context,
+            {day: {"crm_rows": n} for day, (n, _) in by_day.items()},
+            ["crm_rows"],
+            row_figure="crm_rows",
+            run_wide={
                 "window_start": timestamp(window.start),
                 "window_end": timestamp(window.end),
-                "last_change": timestamp(last_change),
+                "run_last_change": timestamp(latest),
                 "schema": schema,
             },
-            check_results=[contract],
+            day_extra=lambda day: {"last_change": timestamp(by_day[day][1]) if day in by_day else None},
         )
+        # The relation read (a resource may override settings' schema): the same on every partition.
+        yield dg.MaterializeResult(metadata=table_name(schema, relation), check_results=[contract])
 
     return _source
 
 
+STAGE_FIGURES = ("rows_read", "lines_staged", "rejected_locally")
+SEND_FIGURES = ("lines_sent", "imported", "rejected")
+
+
 def _stage_metadata(report: StageReport, force: bool) -> dict[str, object]:
+    """The transform's run-wide metadata (its per-day figures: record_per_partition)."""
     metadata: dict[str, object] = {
-        **row_counts(report.staged),  # lines staged for Gestimum by this materialization
-        "rows_read": report.rows_read,
         "unchanged": report.unchanged,
-        "rejected_locally": report.rejected_locally,
         "force": force,
         "duration_seconds": round(report.duration_seconds, 3),
         "window_start": timestamp(report.window.start),
@@ -327,6 +364,7 @@ def build_transform(
             raise _transient("database unreachable", exc) from None
         try:
             mapper = spec.make_mapper(gestimum.line_format().encoder(), sync_options.account_prefix)
+            day_of = day_function(settings.timezone)
             report = stage_endpoint(
                 crm_connect=crm.connect,
                 crm_schema=schema,
@@ -339,6 +377,7 @@ def build_transform(
                 force=sync_options.force,
                 chunk_size=sync_options.chunk_size,
                 logger=context.log,
+                day_of=day_of,
             )
             # Rows Gestimum rejected, or an operator re-queued, whatever their window: staged again
             # from the CRM's current row, so a fix there is sent by this run, never a stale line.
@@ -351,6 +390,7 @@ def build_transform(
                 partition=_partition_label(context),
                 run_id=context.run_id,
                 chunk_size=sync_options.chunk_size,
+                day_of=day_of,
             )
         except DatabaseUnavailable as exc:
             raise _transient("database unreachable while streaming rows; rerun the partition", exc) from None
@@ -370,29 +410,49 @@ def build_transform(
             context.log.info("%s: %d rejected or re-queued rows re-staged from the CRM", endpoint, refreshed.staged)
         metadata = _stage_metadata(report, sync_options.force)
         metadata["restaged_from_crm"] = refreshed.staged
-        return dg.MaterializeResult(metadata=metadata)
+        record_per_partition(context, report.by_day, STAGE_FIGURES, row_figure="lines_staged", run_wide=metadata)
+        return dg.MaterializeResult()
 
     return _transform
 
 
-def _send_metadata(report: SendReport, pending_after: int, lineage: dg.TableColumnLineage) -> dict[str, object]:
+_REJECTIONS_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("request", "int"),
+        dg.TableColumn("line", "int"),
+        dg.TableColumn("source_key", "string"),
+        dg.TableColumn("reason", "string"),
+    ]
+)
+
+
+def _rejections_table(rows: list[RejectedRow]) -> dg.MetadataValue:
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({"request": r.request, "line": r.line, "source_key": r.source_key, "reason": r.reason})
+            for r in rows
+        ],
+        schema=_REJECTIONS_SCHEMA,
+    )
+
+
+def _send_metadata(report: SendReport, pending_after: int, held_after: int) -> dict[str, object]:
+    """The sink's run-wide metadata (its per-day figures and rejections: record_per_partition)."""
     metadata: dict[str, object] = {
-        **row_counts(report.lines_sent),  # lines sent to Gestimum: imported + rejected
-        "imported": report.imported,
-        "rejected": report.rejected,
         "requests": report.requests,
         "bytes_posted": report.bytes_posted,
         "http_attempts": report.http_attempts,
         "duration_seconds": round(report.duration_seconds, 3),
         "documents_created": len(report.documents),
         "dry_run": report.dry_run,
-        "held_for_parent": report.held,
+        # Rows of the endpoint held for their parent after the run (rows_to_act_on names them), and
+        # how many of them this run held.
+        "held_for_parent": held_after,
+        "newly_held_for_parent": report.held,
         "released_after_parent_import": report.released,
         "recovered_in_flight": report.recovered_in_flight,
         "pending_after": pending_after,
     }
-    if lineage.deps_by_column:
-        metadata["dagster/column_lineage"] = lineage
     if report.dry_run:
         metadata["would_send_without_tester"] = report.would_send
     if report.documents:
@@ -405,21 +465,10 @@ def _send_metadata(report: SendReport, pending_after: int, lineage: dg.TableColu
     if report.journal:  # entries were redacted by the client as they were collected
         more = report.journal_entries - len(report.journal)
         text = "\n".join(report.journal) + (f"\n… {more} more entries" if more > 0 else "")
-        metadata["gestimum_journal"] = dg.MetadataValue.md(f"```\n{text}\n```")
-    metadata["rejections"] = dg.MetadataValue.table(
-        records=[
-            dg.TableRecord({"request": r.request, "line": r.line, "source_key": r.source_key, "reason": r.reason})
-            for r in report.rejections
-        ],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("request", "int"),
-                dg.TableColumn("line", "int"),
-                dg.TableColumn("source_key", "string"),
-                dg.TableColumn("reason", "string"),
-            ]
-        ),
-    )
+        # Gestimum's own words (French), labelled as such beside our English.
+        metadata["gestimum_journal"] = dg.MetadataValue.md(
+            f"Gestimum's journal, as Gestimum wrote it ([n]: the run's request n):\n\n```\n{text}\n```"
+        )
     return metadata
 
 
@@ -543,7 +592,21 @@ def build_sink(
                 allow_retries=failure.allow_retries,
             )
         assert report is not None
-        metadata = _send_metadata(report, counts.get(Status.PENDING, 0), lineage)
+        metadata = _send_metadata(report, counts.get(Status.PENDING, 0), counts.get(Status.HELD, 0))
+        context.log.info(
+            summary_line(report, held_after=counts.get(Status.HELD, 0), pending_after=counts.get(Status.PENDING, 0))
+        )
+        rejections_by_day: dict[str | None, list[RejectedRow]] = defaultdict(list)
+        for r in report.rejections:
+            rejections_by_day[r.partition].append(r)
+        record_per_partition(
+            context,
+            report.by_day,
+            SEND_FIGURES,
+            row_figure="lines_sent",  # lines sent to Gestimum: imported + rejected
+            run_wide=metadata,
+            day_extra=lambda day: {"rejections": _rejections_table(rejections_by_day.get(day, []))},
+        )
         problems = statistics_problems(report, counts.get(Status.IN_FLIGHT, 0), endpoints)
         statistics = _statistics_result(problems, report)
         if spec.creates_documents and report.delivery_unknown:
@@ -556,7 +619,8 @@ def build_sink(
                 metadata=metadata,
                 allow_retries=False,
             )
-        yield dg.MaterializeResult(metadata=metadata, check_results=[statistics])
+        shared = {"dagster/column_lineage": lineage} if lineage.deps_by_column else {}
+        yield dg.MaterializeResult(metadata=shared, check_results=[statistics])
 
     return _sink
 

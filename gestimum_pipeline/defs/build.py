@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from gestimum_pipeline.defs.alerts import alert_sensors, build_alert_webhook
+from gestimum_pipeline.defs.alerts import AlertWebhook, alert_sensors_for, build_alert_webhook
 from gestimum_pipeline.defs.assets import build_assets, sink_key
 from gestimum_pipeline.defs.checks import build_all_state_checks
 from gestimum_pipeline.defs.executor import sync_executor
@@ -20,6 +20,7 @@ from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.operator_jobs import build_operator_jobs
 from gestimum_pipeline.defs.partitions import daily_partitions
 from gestimum_pipeline.defs.resources import build_resources, deployment_resources
+from gestimum_pipeline.defs.rows_to_act_on import build_rows_to_act_on_check
 from gestimum_pipeline.defs.schedules import build_sync_job, build_sync_schedule
 from gestimum_pipeline.defs.sensors import build_change_sensor
 from gestimum_pipeline.defs.settings import Settings
@@ -53,6 +54,7 @@ def build_definitions(
         settings=settings,
     )
     checks = build_all_state_checks(settings, endpoints) if state_checks is None else list(state_checks)
+    checks.append(build_rows_to_act_on_check(settings, endpoints))
     company_resources = {**build_resources(settings), **(resources or {})}
     webhook = company_resources.pop("alert_webhook", None)  # the location's, not the company file's
     return dg.Definitions.merge(
@@ -76,10 +78,11 @@ def build_definitions(
 
 
 def alert_definitions(settings: Settings, webhook: Any = None) -> dg.Definitions:
-    """The alert sensors and their webhook: one pair per code location."""
+    """The alert sensors and their webhook: one pair per code location (with no webhook, sensors
+    whose ticks say alerts are off)."""
+    resource = webhook if webhook is not None else build_alert_webhook(settings)
+    enabled = resource.enabled if isinstance(resource, AlertWebhook) else True
     return dg.Definitions(
-        sensors=alert_sensors,
-        resources=deployment_resources(
-            {"alert_webhook": webhook if webhook is not None else build_alert_webhook(settings)}
-        ),
+        sensors=alert_sensors_for(enabled),
+        resources=deployment_resources({"alert_webhook": resource}),
     )

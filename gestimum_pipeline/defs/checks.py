@@ -19,7 +19,13 @@ from gestimum_pipeline.sync import health
 from gestimum_pipeline.sync.endpoints import ENDPOINTS, EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
 
-TABLE_COLUMN_TYPES = {"source_key": "string", "reason": "string", "rejected_by": "string", "since": "string"}
+TABLE_COLUMN_TYPES = {
+    "source_key": "string",
+    "reason": "string",
+    "rejected_by": "string",
+    "since": "string",
+    "document": "string",
+}
 
 
 def check_result(
@@ -82,6 +88,21 @@ def _coverage(endpoint: str, settings: Settings, endpoints: EndpointRegistry) ->
     return evaluate
 
 
+def _deleted(endpoint: str, endpoints: EndpointRegistry) -> Callable[[_Inputs], health.Finding]:
+    """Imported rows whose CRM row is gone (health.deleted_after_import)."""
+    relation = endpoints.get(endpoint).relation
+
+    def evaluate(inputs: _Inputs) -> health.Finding:
+        conn = inputs.crm.connect()
+        try:
+            schema = inputs.crm.checked_schema([relation])
+            return health.deleted_after_import(inputs.store, conn, schema, endpoint, relation)
+        finally:
+            conn.close()
+
+    return evaluate
+
+
 def _sink_state_checks(
     endpoint: str, max_waiting_minutes: float, endpoints: EndpointRegistry, settings: Settings
 ) -> list[_StateCheck]:
@@ -124,6 +145,16 @@ def _sink_state_checks(
                 lambda i: health.delivery_unknown(i.store, i.endpoint),
             )
         )
+    checks.append(
+        _StateCheck(
+            "no_crm_row_deleted_after_import",
+            f"Warns while rows Gestimum imported are gone from `{endpoints.get(endpoint).relation}` in the CRM: "
+            "Gestimum's import cannot delete, so someone removes them in Gestimum, then marks them handled with "
+            "`gestimum-pipeline ignore`; the rows (key, document, imported since) are in the metadata.",
+            warn,
+            _deleted(endpoint, endpoints),
+        )
+    )
     checks.append(
         _StateCheck(
             "crm_rows_in_state_store",

@@ -1,4 +1,5 @@
-"""The operator's actions as Dagster jobs: retry, ignore and reconcile rows from the Launchpad.
+"""The operator's actions as Dagster jobs: retry, ignore and reconcile rows from the Launchpad,
+and `operator_history`, which writes one row's whole story to its run log (read-only).
 
 Each job is one op with typed config (the Launchpad shows its fields and checks them) that
 calls the same operation as the `gestimum-pipeline` command (sync/operator.py). The result
@@ -16,16 +17,18 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from gestimum_pipeline.defs import rows_to_act_on
 from gestimum_pipeline.defs.metadata import COMPANY_FILE_TAG, tag_value
 from gestimum_pipeline.defs.resources import SyncStateDatabase
 from gestimum_pipeline.defs.settings import Settings
-from gestimum_pipeline.sync import operator
+from gestimum_pipeline.sync import history, operator
 from gestimum_pipeline.sync.endpoints import EndpointRegistry
 from gestimum_pipeline.sync.state import StateStore
 
 RETRY_JOB = "operator_retry"
 IGNORE_JOB = "operator_ignore"
 RECONCILE_JOB = "operator_reconcile"
+HISTORY_JOB = "operator_history"
 # Written with each action: the actor is whatever the Launchpad's config says.
 ACTOR_DECLARED = "declared in the run config, not proven (the Dagster UI has no login)"
 
@@ -78,6 +81,19 @@ class ReconcileConfig(dg.Config):
     document: str = Field(default="", description="the Gestimum document they became (when delivered)")
 
 
+def history_config(endpoints: EndpointRegistry) -> type[dg.Config]:
+    """The history job's config class, its `endpoint` one of `endpoints`."""
+    endpoint_type = endpoint_enum(endpoints)
+
+    class HistoryConfig(dg.Config):
+        """One row's whole story (sync/history.py), as `gestimum-pipeline history` prints it."""
+
+        endpoint: endpoint_type = Field(description="the endpoint")  # type: ignore[valid-type]
+        source_key: str = Field(description="the row's source key, as `gestimum-pipeline rejections` lists it")
+
+    return HistoryConfig
+
+
 def provenance(context: dg.OpExecutionContext) -> dict[str, Any]:
     """What the audit trail records of the launch: the run, its tags, and what the actor is worth."""
     return {
@@ -93,11 +109,14 @@ def _run(
     sync_state: SyncStateDatabase,
     endpoints: EndpointRegistry,
     act: Callable[[StateStore], operator.ActionOutcome],
+    settings: Settings,
 ) -> operator.ActionOutcome:
     store = sync_state.open(endpoints)
     store.action_provenance = provenance(context)
     try:
         outcome = act(store)
+        # The rows-to-act-on view reflects the action now, not at the next sync.
+        context.log_event(rows_to_act_on.evaluation(store, endpoints, settings))
     except operator.OperatorError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     finally:
@@ -114,10 +133,11 @@ def _run(
 
 
 def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list[dg.JobDefinition]:
-    """The three jobs of one company file (Settings.scoped names them, and its state store's key)."""
+    """The four jobs of one company file (Settings.scoped names them, and its state store's key)."""
     tags = {"gestimum/trigger": "operator", COMPANY_FILE_TAG: tag_value(settings.company_file or "default")}
     state_key = settings.scoped("sync_state")
     RetryConfig, IgnoreConfig = operator_configs(endpoints)
+    HistoryConfig = history_config(endpoints)
 
     @dg.op(name=settings.scoped("retry_rows"), tags=tags, required_resource_keys={state_key})
     def retry_rows(context: dg.OpExecutionContext, config: RetryConfig) -> None:
@@ -128,6 +148,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
             lambda store: operator.retry(
                 store, endpoints, config.endpoint.value, config.source_keys, actor=config.actor, run_id=context.run_id
             ),
+            settings,
         )
 
     @dg.op(name=settings.scoped("ignore_rows"), tags=tags, required_resource_keys={state_key})
@@ -145,6 +166,7 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
                 note=config.note or None,
                 run_id=context.run_id,
             ),
+            settings,
         )
 
     @dg.op(name=settings.scoped("reconcile_rows"), tags=tags, required_resource_keys={state_key})
@@ -162,7 +184,17 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
                 document=config.document or None,
                 run_id=context.run_id,
             ),
+            settings,
         )
+
+    @dg.op(name=settings.scoped("row_history"), tags=tags, required_resource_keys={state_key})
+    def row_history(context: dg.OpExecutionContext, config: HistoryConfig) -> None:  # type: ignore[valid-type]
+        store = getattr(context.resources, state_key).open(endpoints)
+        try:
+            story = history.row_history(store, endpoints, config.endpoint.value, config.source_key)
+        finally:
+            store.close()
+        context.log.info(story.as_text())
 
     def job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
         @dg.job(name=settings.scoped(name), description=description, tags=tags, executor_def=dg.in_process_executor)
@@ -175,4 +207,5 @@ def build_operator_jobs(endpoints: EndpointRegistry, settings: Settings) -> list
         job(RETRY_JOB, retry_rows, "Re-queue rejected, held or ignored rows: the next sync sends them."),
         job(IGNORE_JOB, ignore_rows, "Ignore rows: not sent until the CRM row changes."),
         job(RECONCILE_JOB, reconcile_rows, "Settle stock movements in delivery_unknown after checking Gestimum."),
+        job(HISTORY_JOB, row_history, "One row's whole story and its next step, in the run log (changes nothing)."),
     ]

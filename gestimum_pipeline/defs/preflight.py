@@ -47,6 +47,7 @@ from gestimum_pipeline.defs.resources import (
     rename_settings,
 )
 from gestimum_pipeline.gestimum import catalog
+from gestimum_pipeline.gestimum.client import plain_http_warning
 from gestimum_pipeline.gestimum.errors import (
     GestimumAuthenticationError,
     GestimumError,
@@ -175,8 +176,8 @@ def run_preflight(
     url_setting = gestimum.setting_label("url") or "GESTIMUM_URL"
     if not gestimum.verify_tls:
         logger.warning("GESTIMUM_VERIFY_TLS is false: %s", report.tls_verification)
-    elif not report.tls_verification.startswith("on"):
-        logger.warning("%s: %s", url_setting, rename_settings(report.tls_verification, gestimum.setting_names()))
+    elif (plain_http := plain_http_warning(gestimum.url, gestimum.password, setting=url_setting)) is not None:
+        logger.warning(plain_http)  # the run's one plain-HTTP warning (the clients say nothing)
 
     started = time.perf_counter()
     crm_down: int | None = None  # the index of the CRM's "cannot connect" problem

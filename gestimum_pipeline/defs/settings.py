@@ -22,6 +22,7 @@ from gestimum_pipeline.sync.mapping import DEFAULT_ACCOUNT_PREFIX
 
 ALERT_WEBHOOK_ENV = "GESTIMUM_ALERT_WEBHOOK_URL"
 UI_URL_ENV = "GESTIMUM_UI_URL"
+REJECTED_PERCENT_ENV = "GESTIMUM_ALERT_REJECTED_PERCENT"
 # The broker URL may carry a password: the executor reads it from this variable at run time.
 CELERY_BROKER_ENV = "GESTIMUM_CELERY_BROKER_URL"
 EXECUTORS = ("in_process", "celery")
@@ -63,6 +64,12 @@ class _Reader:
         if raw in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"setting {name} must be true or false, got {raw!r}")
+
+    def percent(self, name: str, default: float) -> float:
+        value = self.real(name, default)
+        if not 0 <= value <= 100:
+            raise ValueError(f"setting {name} must be a percentage between 0 and 100, got {value:g}")
+        return value
 
     def minutes(self, name: str, default: float) -> float:
         value = self.real(name, default)
@@ -109,6 +116,8 @@ class Settings:
     step_retries: int = 2  # GESTIMUM_STEP_RETRIES
     step_retry_delay_seconds: float = 2.0  # GESTIMUM_STEP_RETRY_DELAY_SECONDS
     alert_webhook_configured: bool = False  # GESTIMUM_ALERT_WEBHOOK_URL is set (its value is a secret)
+    # GESTIMUM_ALERT_REJECTED_PERCENT: alert when a run's rejected lines exceed this share (0: off)
+    alert_rejected_percent: float = 0.0
     ui_url: str = ""  # GESTIMUM_UI_URL
     # Where a run's steps execute: in the run's process, or as tasks on Celery workers (the
     # `[celery]` extra; docs/production/README.md, "Celery"), on the broker of CELERY_BROKER_ENV.
@@ -164,6 +173,7 @@ class Settings:
             step_retries=read.integer("GESTIMUM_STEP_RETRIES", cls.step_retries),
             step_retry_delay_seconds=read.real("GESTIMUM_STEP_RETRY_DELAY_SECONDS", cls.step_retry_delay_seconds),
             alert_webhook_configured=bool(read.raw(ALERT_WEBHOOK_ENV)),
+            alert_rejected_percent=read.percent(REJECTED_PERCENT_ENV, cls.alert_rejected_percent),
             ui_url=read.raw(UI_URL_ENV),
             executor=executor,
             celery_queue=read.text("GESTIMUM_CELERY_QUEUE", cls.celery_queue),

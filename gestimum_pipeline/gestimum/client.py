@@ -27,6 +27,7 @@ A client holds one requests.Session: use one client per thread.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ from gestimum_pipeline.gestimum.journal import (
     ImportResult,
     envelope_entry,
     failure_from_payload,
+    gestimum_said,
     parse_response,
 )
 from gestimum_pipeline.redaction import redact, redact_url, url_secrets
@@ -142,6 +144,28 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def plain_http_warning(url: str, password: str, *, setting: str = "GESTIMUM_URL") -> str | None:
+    """The warning a plain-HTTP Gestimum URL deserves, or None (https://, or a simulator on this
+    machine with no password: nothing secret leaves the machine). One wording, said once per run;
+    `setting` names where the URL comes from (a company file's own variable)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() != "http":
+        return None
+    if not password and _loopback(parts.hostname or ""):
+        return None
+    return (
+        f"{setting} {redact_url(url.strip())} is plain HTTP: the Gestimum password and the CRM data travel "
+        "unencrypted; use https://"
+    )
+
+
 class GestimumClient:
     """Sends already-encoded lines to one Gestimum server and company file."""
 
@@ -204,8 +228,7 @@ class GestimumClient:
                 "credentials sent to it could be intercepted. Configure a CA bundle instead.",
                 self.shown_url,
             )
-        elif parts.scheme == "http" and company.password:
-            self._log.warning("Gestimum URL %s is plain HTTP: the password travels unencrypted", self.shown_url)
+        # Plain HTTP is warned about once per run, by the preflight (plain_http_warning), not per client.
         elif verify is True and parts.scheme == "https":
             # requests' trust_env: with no CA bundle of ours, these variables choose the trusted CAs.
             variable = next((v for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(v)), None)
@@ -363,7 +386,8 @@ class GestimumClient:
             outcome = f"HTTP {response.status_code}"
             return self._answer(endpoint, response, n_lines, test_mode)
         finally:
-            self._log.info(
+            # Debug: one line per attempt is too much for the run log; the sink sums it up.
+            self._log.debug(
                 "gestimum %s: %d lines, %d bytes, attempt %d -> %s in %.2fs",
                 endpoint.name,
                 n_lines,
@@ -574,4 +598,4 @@ class GestimumClient:
     def _said(payload: object) -> str:
         entry = envelope_entry(payload)
         message = entry.get(RESPONSE_MESSAGE) if entry else None
-        return f" (Gestimum says {message!r})" if isinstance(message, str) and message else ""
+        return f" ({gestimum_said(message)})" if isinstance(message, str) and message else ""

@@ -126,6 +126,11 @@ def _strip_timestamps(journal: Sequence[str]) -> list[str]:
     return texts
 
 
+def gestimum_said(text: str) -> str:
+    """Gestimum's own words, quoted and labelled, so they never read as ours: `Gestimum said: "…"`."""
+    return f'Gestimum said: "{text}"'
+
+
 def classify_failure(
     endpoint: Endpoint,
     message: str,
@@ -144,9 +149,10 @@ def classify_failure(
     says which one. Gestimum's own words are always quoted so the operator can judge.
     """
     text = message.strip() if isinstance(message, str) else ""
-    quoted = repr(text) if text else "no message"
+    # Gestimum's own words (French), quoted and labelled beside ours.
+    quoted = gestimum_said(text) if text else "no message"
     tail = [t for t in _strip_timestamps(journal)[-3:] if t]
-    detail = f"; journal ends with: {' | '.join(tail)}" if tail else ""
+    detail = f"; Gestimum's journal ends with: {' | '.join(gestimum_said(t) for t in tail)}" if tail else ""
     low = text.lower()
     about_credentials = any(k in low for k in MESSAGE_KEYWORDS_CREDENTIALS)
     about_company_file = any(k in low for k in MESSAGE_KEYWORDS_COMPANY_FILE) and any(
@@ -177,7 +183,7 @@ def classify_failure(
         )
     shown = f"resultat {resultat!r}, " if resultat is not None else ""
     return GestimumProtocolError(
-        f"Gestimum refused the {endpoint.name} import ({http}{shown}message {quoted}){detail}",
+        f"Gestimum refused the {endpoint.name} import ({http}{shown}{quoted}){detail}",
         endpoint=endpoint.name,
         status=status,
     )

@@ -236,6 +236,32 @@ def check_failure_payload(
     return slack_payload("\n".join(lines))
 
 
+def rejected_share_payload(
+    *,
+    percent: float,
+    threshold: float,
+    lines: int,
+    rejected_by_gestimum: int,
+    rejected_locally: int,
+    run_id: str,
+    partition: str | None = None,
+    ui_url: str = "",
+) -> dict[str, Any]:
+    """The message for a run whose rejected lines exceed the threshold (GESTIMUM_ALERT_REJECTED_PERCENT)."""
+    rejected = rejected_by_gestimum + rejected_locally
+    lines_text = [
+        f"*Gestimum sync: {percent:.1f}% of the run's lines rejected* (threshold {threshold:g}%, "
+        "GESTIMUM_ALERT_REJECTED_PERCENT)",
+        f"{rejected} of {lines} lines rejected: {rejected_by_gestimum} by Gestimum, {rejected_locally} by our "
+        "validation. The rows and their next steps: check `rows_to_act_on` of `sync/preflight`.",
+        "  ".join(c for c in (f"Run: `{run_id}`", f"Partitions: {_escape(partition)}" if partition else "") if c),
+    ]
+    link = run_url(ui_url, run_id)
+    if link:
+        lines_text.append(link)
+    return slack_payload("\n".join(lines_text))
+
+
 # --------------------------------------------------------------------------- delivery
 
 

@@ -13,6 +13,7 @@ from gestimum_pipeline.sync.sending import (
     SendReport,
     send_endpoint,
     statistics_problems,
+    summary_line,
     unaccountable_answer,
 )
 from gestimum_pipeline.sync.staging import (
@@ -20,6 +21,7 @@ from gestimum_pipeline.sync.staging import (
     MAX_REPORTED_REJECTIONS,
     StageReport,
     Window,
+    day_function,
     stage_endpoint,
 )
 
@@ -36,8 +38,10 @@ __all__ = [
     "StateStoreFailure",
     "SyncError",
     "Window",
+    "day_function",
     "send_endpoint",
     "stage_endpoint",
     "statistics_problems",
+    "summary_line",
     "unaccountable_answer",
 ]

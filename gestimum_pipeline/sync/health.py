@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gestimum_pipeline.crm import contract
-from gestimum_pipeline.crm.queries import count_before, rows_in_windows, stream_window, window_signatures
+from gestimum_pipeline.crm.queries import (
+    count_before,
+    existing_source_keys,
+    rows_in_windows,
+    stream_window,
+    window_signatures,
+)
 from gestimum_pipeline.sync.engine import INVALID_KEY
 from gestimum_pipeline.sync.ledger_reads import staged_versions
 from gestimum_pipeline.sync.mapping import Mapper, source_key
@@ -22,6 +28,9 @@ from gestimum_pipeline.sync.state import StateStore, Status, merge_windows
 MAX_LISTED_ROWS = 100
 MAX_NAMED_IN_SUMMARY = 5
 WAITING_STATUSES = (Status.PENDING, Status.HELD, Status.IN_FLIGHT)
+# The one list of every row to act on, with its next step (sync/rows_to_act_on.py), and its runbook.
+RUNBOOK_CHECK = "rows_to_act_on"
+RUNBOOK = "docs/operations.md#rows-to-act-on"
 
 
 @dataclass
@@ -46,18 +55,23 @@ def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS
         }
         for r in records
     ]
-    named = "; ".join(f"{r['source_key']}: {r['reason']}" for r in rows[:MAX_NAMED_IN_SUMMARY])
+    # Gestimum's words (French) quoted and labelled; our validation's as they are.
+    named = "; ".join(
+        f"{r['source_key']}: " + (f'Gestimum said: "{r["reason"]}"' if r["rejected_by"] == "gestimum" else r["reason"])
+        for r in rows[:MAX_NAMED_IN_SUMMARY]
+    )
     more = f"; and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
     # A rejected row was not imported (by Gestimum's own count): every run reads it again from the
     # CRM (sync/refresh.py), so a CRM fix is sent by the next run, whatever the row's change time.
     advice = (
         "Fix them in the CRM: the next run reads rejected rows again and sends the corrected line; if the cause "
-        f"was in Gestimum (an item, warehouse or customer created there since), re-queue them with "
-        f"`gestimum-pipeline retry --endpoint {endpoint} <keys>`"
+        "was in Gestimum (an item, warehouse or customer created there since), re-queue them with the "
+        f"operator_retry job (Launchpad: endpoint {endpoint} and the keys) or `gestimum-pipeline retry --endpoint "
+        f"{endpoint} <keys>`"
     )
     summary = (
-        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}, or see "
-        f"`gestimum-pipeline rejections --endpoint {endpoint}`."
+        f"{total} {endpoint} row{'s' if total != 1 else ''} rejected — {named}{more}. {advice}. Each row's next "
+        f"step: the `{RUNBOOK_CHECK}` check of sync/preflight ({RUNBOOK})."
     )
     by_source: dict[str, int] = {}
     for r in rows:
@@ -71,18 +85,20 @@ def waiting_too_long(
 ) -> Finding:
     """Rows pending, held for a parent, or in flight for longer than `max_age_seconds`."""
     found = store.waiting(endpoint, WAITING_STATUSES, older_than_seconds=max_age_seconds)
-    counts = {status.value: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    waiting = {status.value: found.get(status, (0, None))[0] for status in WAITING_STATUSES}
+    # Named for what they count (rows over the limit), never read as all the rows held or pending.
+    counts = {f"{status}_too_long": n for status, n in waiting.items()}
     limit = _minutes(max_age_seconds)
     if not any(counts.values()):
         return Finding(True, f"no {endpoint} row has waited longer than {limit}", counts)
     now = now or datetime.now(UTC)
     oldest = min(found[s][1] for s in found)
     counts["oldest_wait_minutes"] = int((now - oldest).total_seconds() // 60)
-    parts = [f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if status in found and n]
+    parts = [f"{n} {status.replace('_', ' ')}" for status, n in waiting.items() if status in found and n]
     hints = []
-    if counts[Status.PENDING] or counts[Status.IN_FLIGHT]:
+    if waiting[Status.PENDING] or waiting[Status.IN_FLIGHT]:
         hints.append("pending rows are sent by the next successful run (check the failed runs)")
-    if counts[Status.HELD]:
+    if waiting[Status.HELD]:
         hints.append("held rows wait for a parent that is not imported (see the parent's rejections)")
     summary = (
         f"{endpoint}: {', '.join(parts)} for longer than {limit} (oldest since {_iso(oldest)}); "
@@ -104,8 +120,9 @@ def delivery_unknown(store: StateStore, endpoint: str, *, limit: int = MAX_LISTE
     more = ", …" if total > MAX_NAMED_IN_SUMMARY else ""
     summary = (
         f"{total} {endpoint} row{'s' if total != 1 else ''} in delivery_unknown ({keys}{more}): they may or may "
-        "not be in Gestimum and are never re-sent on their own. Check in Gestimum, then `gestimum-pipeline "
-        "reconcile --delivered --document <number> <ids>` or `gestimum-pipeline reconcile --release <ids>`."
+        "not be in Gestimum and are never re-sent on their own. Check in Gestimum, then launch the "
+        "operator_reconcile job (or `gestimum-pipeline reconcile --delivered --document <number> <ids>`, "
+        f"`--release <ids>`). Each row's config: the `{RUNBOOK_CHECK}` check of sync/preflight ({RUNBOOK})."
     )
     return Finding(False, summary, {"delivery_unknown": total}, rows)
 
@@ -144,6 +161,45 @@ def stock_diverged(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_
         "`gestimum-pipeline reconcile`).",
         {"diverged": total},
         listed,
+    )
+
+
+def deleted_after_import(
+    store: StateStore,
+    crm_conn: Any,
+    crm_schema: str,
+    endpoint: str,
+    relation: str,
+    *,
+    limit: int = MAX_LISTED_ROWS,
+) -> Finding:
+    """Rows Gestimum imported whose CRM row is gone. Gestimum's import endpoints cannot delete: someone
+    removes them in Gestimum, then marks them handled with `ignore` (an imported row may be ignored)."""
+    total = 0
+    checked = 0
+    rows: list[dict[str, Any]] = []
+    for chunk in store.iter_imported(endpoint):
+        checked += len(chunk)
+        present = existing_source_keys(crm_conn, crm_schema, relation, [k for k, _, _ in chunk])
+        for key, document, imported_at in chunk:
+            if key in present:
+                continue
+            total += 1
+            if len(rows) < limit:
+                rows.append({"source_key": key, "document": document or "", "since": _iso(imported_at)})
+    counts = {"deleted_after_import": total, "imported_checked": checked}
+    if not total:
+        return Finding(True, f"every {endpoint} row Gestimum imported is still in the CRM ({relation})", counts)
+    named = ", ".join(r["source_key"] for r in rows[:MAX_NAMED_IN_SUMMARY])
+    more = f" and {total - MAX_NAMED_IN_SUMMARY} more" if total > MAX_NAMED_IN_SUMMARY else ""
+    return Finding(
+        False,
+        f"{total} {endpoint} row{'s' if total != 1 else ''} imported into Gestimum {'are' if total != 1 else 'is'} "
+        f"gone from the CRM ({relation}): {named}{more}. Gestimum's import cannot delete: remove "
+        f"{'them' if total != 1 else 'it'} in Gestimum, then mark {'them' if total != 1 else 'it'} handled with "
+        f"`gestimum-pipeline ignore --endpoint {endpoint} <keys>` (or the operator_ignore job).",
+        counts,
+        rows,
     )
 
 

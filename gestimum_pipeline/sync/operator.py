@@ -8,10 +8,13 @@ the state store's audit trail (the `actions` table); the next sync acts on the r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gestimum_pipeline.crm import contract
 from gestimum_pipeline.sync.endpoints import EndpointRegistry
+from gestimum_pipeline.sync.mapping import source_key
 from gestimum_pipeline.sync.state import StateStore, Status
 
 RETRY_REASON = "re-queued by `retry`: staged again from the CRM's current row before it is sent"
@@ -53,6 +56,33 @@ def _validate(endpoints: EndpointRegistry, endpoint: str, keys: Sequence[str], a
         raise OperatorError("no source keys given (see `gestimum-pipeline rejections`)")
     if not actor.strip():
         raise OperatorError("who is acting? an actor name is required (it is recorded with the action)")
+
+
+# How people write a composite key (`customer / item`), as the rows-to-act-on view shows it.
+KEY_PARTS_SEPARATOR = " / "
+
+
+def written_key(relation: str, key: str) -> str:
+    """A source key as people write it: a composite key's codes joined by ` / `, not a JSON array."""
+    if len(contract.relation(relation).key_columns) < 2:
+        return key
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return key
+    return KEY_PARTS_SEPARATOR.join(str(p) for p in parts) if isinstance(parts, list) else key
+
+
+def _source_keys(endpoints: EndpointRegistry, endpoint: str, keys: Sequence[str]) -> list[str]:
+    """The source keys of `keys`, given as stored (a JSON array for a composite key) or as written."""
+    width = len(contract.relation(endpoints.get(endpoint).relation).key_columns)
+    if width < 2:
+        return list(keys)
+    out = []
+    for key in keys:
+        parts = key.split(KEY_PARTS_SEPARATOR)
+        out.append(source_key(*parts) if len(parts) == width and not key.startswith("[") else key)
+    return out
 
 
 def _apply(
@@ -103,6 +133,7 @@ def retry(
     """Re-queues rejected, held or ignored rows: the next sync stages each again from the CRM's
     current row (sync/refresh.py), then sends it; a stale line is never sent."""
     _validate(endpoints, endpoint, keys, actor)
+    keys = _source_keys(endpoints, endpoint, keys)
     # Only rows that still carry their line can be re-sent; locally rejected rows need a CRM fix.
     # The reason (source `operator`) is what marks the row to be read again from the CRM.
     return _apply(
@@ -129,15 +160,17 @@ def ignore(
     note: str | None = None,
     run_id: str | None = None,
 ) -> ActionOutcome:
-    """Marks rows ignored: not sent, re-opened when the CRM row changes."""
+    """Marks rows ignored: not sent, re-opened when the CRM row changes. An imported row may be
+    ignored too: one deleted in the CRM and removed in Gestimum by hand, marked handled."""
     _validate(endpoints, endpoint, keys, actor)
+    keys = _source_keys(endpoints, endpoint, keys)
     return _apply(
         store,
         "ignore",
         endpoint,
         keys,
         actor=actor,
-        from_statuses=(Status.REJECTED, Status.HELD, Status.PENDING),
+        from_statuses=(Status.REJECTED, Status.HELD, Status.PENDING, Status.IMPORTED),
         to_status=Status.IGNORED,
         reason=note,
         run_id=run_id,

@@ -53,6 +53,7 @@ def refresh_from_crm(
     partition: str | None,
     run_id: str | None,
     chunk_size: int = 5000,
+    day_of: Callable[[Any], str | None] | None = None,
 ) -> StageCounts:
     """Stages again, from the CRM's current rows, the endpoint's rejected rows and those
     re-queued by an operator; a changed row becomes pending with its new line. Returns the counts."""
@@ -85,7 +86,13 @@ def refresh_from_crm(
                     mapped.append(mapper.map(row))
                 except (TypeError, ValueError, ArithmeticError, AttributeError):
                     continue
-            counts = state.stage(spec.name, mapped, partition=partition, run_id=run_id, source_version=version)
+            days = None
+            if day_of is not None:  # each row under the day of its change time (per-day figures)
+                change = rel.columns.index(rel.change_column)
+                days = {mapper.key_of(r): day_of(r[change]) for r in rows}
+            counts = state.stage(
+                spec.name, mapped, partition=partition, run_id=run_id, source_version=version, days=days
+            )
             total = StageCounts(
                 total.staged + counts.staged,
                 total.rejected + counts.rejected,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -56,6 +57,7 @@ class RejectedRow:
     line: int
     source_key: str
     reason: str
+    partition: str | None = None  # the day of the row's CRM change time
 
 
 @dataclass
@@ -81,6 +83,35 @@ class SendReport:
     not_marked: int = 0  # read as pending, but changed (or taken) before their request: not sent then
     withdrawn: int = 0  # movements deleted in the CRM before they were sent: withdrawn, never sent
     access_checks: int = 0  # test-mode access checks made before the first stock request
+    # Per day of the rows' CRM change time (the partition staging recorded): lines_sent, imported, rejected.
+    by_day: dict[str | None, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+
+# Rejections named in a sink's summary line; the rest are in its metadata and rows_to_act_on.
+NAMED_IN_SUMMARY_LINE = 3
+
+
+def summary_line(report: SendReport, *, held_after: int, pending_after: int) -> str:
+    """The sink's one log line at the end of a sync: what was sent, Gestimum's answer (its own
+    words quoted and labelled), and what is left waiting."""
+    requests = f"{report.requests} request{'s' if report.requests != 1 else ''}"
+    lines = f"{report.lines_sent} line{'s' if report.lines_sent != 1 else ''}"
+    text = f"{report.endpoint}: {lines} sent in {requests}: {report.imported} imported"
+    text += f", {report.rejected} rejected by Gestimum"
+    if report.rejections:
+        named = "; ".join(
+            f'{r.source_key}: Gestimum said: "{r.reason}"' for r in report.rejections[:NAMED_IN_SUMMARY_LINE]
+        )
+        left = report.rejected - NAMED_IN_SUMMARY_LINE
+        more = f"; and {left} more" if left > 0 else ""
+        text += f" ({named}{more})"
+    if report.dry_run:
+        text += f"; dry run ({report.would_send} lines would be sent without Gestimum's test mode)"
+    if report.documents:
+        text += f"; {len(report.documents)} documents created"
+    if report.delivery_unknown:
+        text += f"; {report.delivery_unknown} in delivery_unknown"
+    return text + f"; {held_after} held for their parent, {pending_after} pending"
 
 
 def unaccountable_answer(exc: BaseException) -> GestimumProtocolError | None:
@@ -363,7 +394,7 @@ def _send_batch(
             return
         result = client.import_lines(endpoint, lines, test_mode=True)
         report.requests += 1
-        _account(report, request_no, keys, result)
+        _account(report, request_no, keys, result, [p.partition for p in batch])
         _keep_journal(report, request_no, result, client)
         access.answered()
         return
@@ -411,7 +442,7 @@ def _send_batch(
             state.settle_in_flight(endpoint.name, keys, delivered=False, reason="interrupted", request_id=request_id)
         raise
     report.requests += 1
-    outcomes = _account(report, request_no, keys, result)
+    outcomes = _account(report, request_no, keys, result, [p.partition for p in batch])
     _keep_journal(report, request_no, result, client)
     try:
         state.record_outcomes(endpoint.name, outcomes, request_id=request_id)
@@ -433,7 +464,8 @@ def _send_batch(
             "CRM_DATABASE_URL), then rerun the partition."
         ) from None
     access.answered()  # after the outcomes: they matter more than the proof
-    logger.info(
+    # Per request at debug level: the sink's summary line (summary_line) is the run log's.
+    logger.debug(
         "%s request %d: %d lines, %d imported, %d rejected%s",
         endpoint.name,
         request_no,
@@ -451,8 +483,11 @@ def _keep_journal(report: SendReport, request_no: int, result: ImportResult, cli
     report.journal.extend(f"[{request_no}] {client.redact(entry)}" for entry in result.journal[: max(room, 0)])
 
 
-def _account(report: SendReport, request_no: int, keys: list[str], result: ImportResult) -> list[Outcome]:
-    """Adds one answer to the report and turns it into per-row outcomes."""
+def _account(
+    report: SendReport, request_no: int, keys: list[str], result: ImportResult, days: list[str | None]
+) -> list[Outcome]:
+    """Adds one answer to the report, in total and per day of each line (`days`, in `keys`' order),
+    and turns it into per-row outcomes."""
     if result.imported + result.rejected != len(keys):  # parse_response checks it too; never trust silently
         raise SyncError(
             f"{report.endpoint} request {request_no}: Gestimum counted {result.imported} imported + "
@@ -463,6 +498,10 @@ def _account(report: SendReport, request_no: int, keys: list[str], result: Impor
     report.rejected += result.rejected
     report.documents.extend(result.documents)
     reasons = {r.line: r.reason for r in result.rejected_lines}
+    for line_no, day in enumerate(days, start=1):
+        figures = report.by_day[day]
+        figures["lines_sent"] += 1
+        figures["rejected" if line_no in reasons else "imported"] += 1
     imported_keys = [k for i, k in enumerate(keys, start=1) if i not in reasons]
     docs = _documents_for(result, imported_keys)
     outcomes = [Outcome(k, True, document=d) for k, d in zip(imported_keys, docs, strict=True)]
@@ -470,5 +509,5 @@ def _account(report: SendReport, request_no: int, keys: list[str], result: Impor
         key = keys[line_no - 1]
         outcomes.append(Outcome(key, False, reason=reason))
         if len(report.rejections) < MAX_REPORTED_REJECTIONS:
-            report.rejections.append(RejectedRow(request_no, line_no, key, reason))
+            report.rejections.append(RejectedRow(request_no, line_no, key, reason, days[line_no - 1]))
     return outcomes

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg2
 import psycopg2.extensions
@@ -27,12 +28,13 @@ from gestimum_pipeline.sync.endpoints import EndpointSpec
 from gestimum_pipeline.sync.errors import SourceReadError, StateStoreFailure
 from gestimum_pipeline.sync.mapping import MappedRow, Mapper, MappingStats, content_hash
 from gestimum_pipeline.sync.progress import ProgressLog
-from gestimum_pipeline.sync.state import StageCounts, StateStore
+from gestimum_pipeline.sync.state import StageCounts, StateStore, Status
 from gestimum_pipeline.sync.state.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_REJECTIONS = 200
+_STAGED = (Status.PENDING, Status.IN_FLIGHT)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,29 @@ class StageReport:
     duration_seconds: float = 0.0
     window_unchanged: bool = False  # the window's rows are the versions already staged: not read
     skipped: int = 0  # rows whose CRM version differs but was not taken (stock movements already sent)
+    # Per day of the rows' change time (given `day_of`): rows_read, lines_staged, rejected_locally.
+    by_day: dict[str | None, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+
+DayOf = Callable[[Any], "str | None"]
+
+
+def day_function(timezone: str) -> DayOf:
+    """The partition (day, `YYYY-MM-DD` in the partitions' time zone) of a change time; None if none."""
+    zone = ZoneInfo(timezone)
+
+    def day_of(changed: Any) -> str | None:
+        if not isinstance(changed, datetime) or changed.tzinfo is None:
+            return None  # the contract's timestamptz broken: the row is rejected with its reason anyway
+        return changed.astimezone(zone).strftime("%Y-%m-%d")
+
+    return day_of
+
+
+def count_by_day(by_day: dict[str | None, Counter[str]], counts: StageCounts) -> None:
+    """Adds the rows a staging took to the per-day figures (pending: staged; else rejected)."""
+    for partition, status in counts.by_partition:
+        by_day[partition]["lines_staged" if status in _STAGED else "rejected_locally"] += 1
 
 
 def stage_endpoint(
@@ -75,8 +100,13 @@ def stage_endpoint(
     force: bool = False,
     chunk_size: int = 5000,
     logger: logging.Logger | None = None,
+    day_of: DayOf | None = None,
 ) -> StageReport:
-    """Streams the window's rows, maps them and records them in the state store, chunk by chunk."""
+    """Streams the window's rows, maps them and records them in the state store, chunk by chunk.
+
+    `day_of` (day_function): each row is recorded under the partition of its change time, and
+    the report's `by_day` tells a range run's figures per day.
+    """
     endpoint = spec.name
     relation = spec.relation
     rel = contract.relation(relation)
@@ -90,13 +120,14 @@ def stage_endpoint(
     # from the CRM and mapped: one write in flight at most, collected before the next is
     # handed over, so order and counts hold.
     writer = BackgroundWriter("gestimum-stage")
-    in_flight: tuple[Future[StageCounts], int] | None = None
+    in_flight: tuple[Future[StageCounts], int, Counter[str | None]] | None = None
+    change_index = rel.columns.index(rel.change_column)
 
     def collect() -> None:
         nonlocal in_flight
         if in_flight is None:
             return
-        (future, n_rows), in_flight = in_flight, None
+        (future, n_rows, read_by_day), in_flight = in_flight, None
         try:
             counts = future.result()
         except psycopg2.Error as exc:
@@ -111,6 +142,9 @@ def stage_endpoint(
         report.rejected_locally += counts.rejected
         report.unchanged += counts.unchanged
         report.skipped += counts.skipped
+        for day, n in read_by_day.items():
+            report.by_day[day]["rows_read"] += n
+        count_by_day(report.by_day, counts)
 
     try:
         # One snapshot for the window's signature and its rows: a window whose row versions
@@ -152,21 +186,34 @@ def stage_endpoint(
                 ) from None
             if chunk is None:
                 break
-            mapped = [_map_checked(spec, rel, mapper, row) for row in chunk]
-            mapped = _reject_duplicate_keys(spec, mapped, last_key)
+            raw = [_map_checked(spec, rel, mapper, row) for row in chunk]
+            mapped = _reject_duplicate_keys(spec, raw, last_key)
             last_key = mapped[-1].source_key if mapped else last_key
             for m in mapped:
                 stats.add(m)
                 if m.rejected and len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((m.source_key, m.reason or ""))
+            days: dict[str, str | None] | None = None
+            read_by_day: Counter[str | None] = Counter()
+            if day_of is not None:
+                # Before the duplicates' refusal (which may drop rows): one day per key is enough.
+                days = {m.source_key: day_of(row[change_index]) for m, row in zip(raw, chunk, strict=True)}
+                read_by_day.update(day_of(row[change_index]) for row in chunk)
             collect()
             in_flight = (
                 writer.submit(
-                    lambda mapped=mapped: state.stage(
-                        endpoint, mapped, partition=partition, run_id=run_id, force=force, source_version=version
+                    lambda mapped=mapped, days=days: state.stage(
+                        endpoint,
+                        mapped,
+                        partition=partition,
+                        run_id=run_id,
+                        force=force,
+                        source_version=version,
+                        days=days,
                     )
                 ),
                 len(chunk),
+                read_by_day,
             )
         collect()
         progress.finish(report.rows_read)
@@ -176,7 +223,10 @@ def stage_endpoint(
             collisions = state.reject_case_collisions(endpoint, spec.key_field)
             report.staged -= len(collisions)
             report.rejected_locally += len(collisions)
-            for key, reason in collisions:
+            for key, reason, day in collisions:
+                if day_of is not None:
+                    report.by_day[day]["lines_staged"] -= 1
+                    report.by_day[day]["rejected_locally"] += 1
                 stats.rules["case_colliding_key_rejected"] += 1
                 if len(report.rejections) < MAX_REPORTED_REJECTIONS:
                     report.rejections.append((key, reason))

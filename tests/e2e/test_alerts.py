@@ -20,12 +20,15 @@ from sync_harness import insert_contacts, insert_customers, run_sync, state_reco
 from gestimum_pipeline.db import create_database, drop_database, normalize_url
 from gestimum_pipeline.defs.alerts import (
     ALERT_WEBHOOK_ENV,
+    ALERTS_OFF,
     UI_URL_ENV,
     AlertWebhook,
     build_alert_webhook,
     check_failure_alert,
     run_failure_alert,
 )
+from gestimum_pipeline.defs.build import alert_definitions
+from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.notify.webhook import (
     WebhookError,
     WebhookNotifier,
@@ -34,6 +37,7 @@ from gestimum_pipeline.notify.webhook import (
 )
 from gestimum_pipeline.redaction import redact_text
 from gestimum_pipeline.simulator.server import GestimumSimulator
+from gestimum_pipeline.sync.endpoints import ENDPOINTS
 
 TOKEN = "xoxb-T0ALERT-s3cr3tT0k3n"
 TOKEN_PATH = f"/services/T0ALERT/B0HOOK/{TOKEN}"
@@ -425,3 +429,70 @@ def test_alerts_off_without_the_variable(
     outcome = evaluate_run_failure_sensor(instance, result, webhook)
     assert isinstance(outcome, dg.SkipReason) and ALERT_WEBHOOK_ENV in (outcome.skip_message or "")
     assert receiver.attempts == 0
+
+
+def test_with_no_webhook_every_alert_sensor_tick_says_alerts_are_off(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code location's alert sensors, as the daemon ticks them: no run has failed, so the real
+    run-failure sensor would say nothing; with no webhook each tick says alerts are off."""
+    monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
+    settings = Settings.from_env()
+    assert not settings.alert_webhook_configured
+    defs = alert_definitions(settings)
+    sensors = {s.name: s for s in defs.sensors or []}
+    assert set(sensors) == {run_failure_alert.name, check_failure_alert.name}
+    resources = {"alert_webhook": build_alert_webhook(settings)}
+    for name, sensor in sensors.items():
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            tick = sensor.evaluate_tick(context)
+        assert tick.skip_message == ALERTS_OFF, name
+        assert tick.skip_message.startswith(f"skipped: {ALERT_WEBHOOK_ENV} not set"), name
+        assert not tick.run_requests
+
+    # With the webhook set, the real sensors are in place, under the same names.
+    on = alert_definitions(settings, AlertWebhook(url="http://127.0.0.1:9/hook"))
+    assert {type(s) for s in on.sensors or []} == {type(run_failure_alert), type(check_failure_alert)}
+    assert [s.name for s in on.sensors or []] == [run_failure_alert.name, check_failure_alert.name]
+
+
+def test_a_run_with_more_rejected_lines_than_the_threshold_is_alerted_once(
+    instance: dg.DagsterInstance,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    crm_url: str,
+    simulator: GestimumSimulator,
+) -> None:
+    """GESTIMUM_ALERT_REJECTED_PERCENT: a run whose rejected lines exceed the share is told, from the
+    run's own totals (comptes, clients and contacts: 3 lines sent, 1 rejected by Gestimum: 33%)."""
+    monkeypatch.setenv(ALERT_WEBHOOK_ENV, receiver.url)
+    monkeypatch.setenv(UI_URL_ENV, UI)
+    monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "25")
+    webhook = build_alert_webhook()
+    assert webhook.rejected_percent == 25
+    first = evaluate_check_sensor(instance, None, webhook)  # watching from now on
+    insert_customers(crm_url, [("OK1", "Bonne Entreprise", None, None, None, None, None, None, DAY_TS)])
+    insert_contacts(crm_url, [("KT1", "NOPE", "Petit", None, None, None, DAY_TS)])  # unknown customer
+    run = run_sync(crm_url, simulator.url, partition=DAY, instance=instance)
+    assert run.success
+    evaluate_check_sensor(instance, first.cursor, webhook)
+    share = [t for t in receiver.texts() if "of the run's lines rejected" in t]
+    assert len(share) == 1, receiver.texts()
+    assert share[0].startswith("*Gestimum sync: 33.3% of the run's lines rejected* (threshold 25%")
+    assert "1 of 3 lines rejected: 1 by Gestimum, 0 by our validation" in share[0]
+    assert run.result.run_id in share[0] and f"{UI}/runs/{run.result.run_id}" in share[0]
+
+    # At or under the share, nothing (3 lines sent, 1 rejected: 33% of 50%); a malformed share stops the
+    # settings, naming the variable.
+    monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "50")
+    quiet = build_alert_webhook()
+    cursor = evaluate_check_sensor(instance, None, quiet).cursor
+    insert_customers(crm_url, [("OK2", "Autre Entreprise", None, None, None, None, None, None, DAY_TS)])
+    insert_contacts(crm_url, [("KT2", "NOPE2", "Roux", None, None, None, DAY_TS)])
+    again = run_sync(crm_url, simulator.url, partition=DAY, instance=instance)
+    assert again.success and sum(again.metadata[f"gestimum/{e}"]["run_lines_sent"] for e in ENDPOINTS.names) == 3
+    evaluate_check_sensor(instance, cursor, quiet)
+    assert len([t for t in receiver.texts() if "of the run's lines rejected" in t]) == 1
+    monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "150")
+    with pytest.raises(ValueError, match="GESTIMUM_ALERT_REJECTED_PERCENT must be a percentage"):
+        build_alert_webhook()

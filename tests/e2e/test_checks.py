@@ -52,7 +52,8 @@ def test_rejected_rows_fail_a_warning_check_with_their_reasons(crm_url: str, sim
     with StateStore(crm_url) as store:
         kc2 = store.records(endpoint="contacts", keys=["KC2"])[0]
     assert kc2["reason_source"] == "gestimum" and kc2["reason"]
-    assert "1 contacts row rejected" in contacts.description and f"KC2: {kc2['reason']}" in contacts.description
+    assert "1 contacts row rejected" in contacts.description
+    assert f'KC2: Gestimum said: "{kc2["reason"]}"' in contacts.description  # its words, labelled
     table = contacts.metadata["rows"].value
     assert [(r.data["source_key"], r.data["reason"], r.data["rejected_by"]) for r in table.records] == [
         ("KC2", kc2["reason"], "gestimum")
@@ -97,7 +98,7 @@ def test_rows_held_longer_than_the_configured_age_fail_the_waiting_check(
     assert run.success, run.failures
     waiting = run.checks["gestimum/contacts:no_rows_waiting_too_long"]
     assert not waiting.passed and waiting.severity == WARN
-    assert waiting.metadata["held"].value == 1 and waiting.metadata["pending"].value == 0
+    assert waiting.metadata["held_too_long"].value == 1 and waiting.metadata["pending_too_long"].value == 0
     assert "1 held" in waiting.description and "parent" in waiting.description
     assert run.checks["gestimum/clients:no_rows_waiting_too_long"].passed  # nothing left there
 

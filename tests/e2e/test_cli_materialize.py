@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from sync_harness import insert_contacts, insert_customers, insert_movements, run_sync, state_records
 
@@ -60,11 +61,31 @@ def test_materialize_a_partition_range_from_the_command_line(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SupersessionWarning" not in done.stdout + done.stderr
+    assert "BetaWarning" not in done.stdout + done.stderr  # our backfill_policy's, filtered by message
+    assert "plain HTTP" not in done.stdout + done.stderr  # the simulator on this machine, no password
     assert set(simulator.state.customers) == {"A1", "A2", "A3"}
     assert simulator.state.contacts["KA2"]["CCT_ORIGIN"] == "A2"
     assert [len(d.lines) for d in simulator.state.documents] == [1]
     # One run for the three days: each endpoint sent one request.
     assert sum(1 for r in simulator.state.requests if r.endpoint == "clients") == 1
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        (run,) = instance.get_runs()
+        # Dagster's own asset job, tagged like a gestimum_sync run by its first step.
+        assert run.job_name.startswith("__ASSET_JOB")
+        assert run.tags["gestimum/company_file"] == "DEMO.Gestimum"
+        assert run.tags["gestimum/trigger"] == "asset_graph"
+        # Each day its own CRM rows and lines: one customer a day, the contact on the 2nd.
+        days = ["2026-02-01", "2026-02-02", "2026-02-03"]
+        per_day = {}
+        for record in instance.get_event_records(
+            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION), limit=1000
+        ):
+            mat = record.asset_materialization
+            assert mat is not None
+            per_day[mat.asset_key.to_user_string(), mat.partition] = mat.metadata
+        assert [per_day["crm/customers", d]["dagster/partition_row_count"].value for d in days] == [1, 1, 1]
+        assert [per_day["gestimum/contacts", d]["lines_sent"].value for d in days] == [0, 1, 0]
+        assert per_day["gestimum/contacts", days[-1]]["run_lines_sent"].value == 1
 
 
 def test_dg_check_defs_on_the_project(tmp_path: Path) -> None:

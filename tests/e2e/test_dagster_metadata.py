@@ -47,6 +47,7 @@ def test_counts_schemas_lineage_times_and_tags_read_back_through_the_instance(
         for key in ("window_start", "window_end", "last_change"):
             assert isinstance(source[key], dg.TimestampMetadataValue), key
         assert datetime.fromtimestamp(source["last_change"].value).year == 2026
+        assert source["dagster/table_name"] == dg.MetadataValue.text("crm.customers")
 
         transform = _latest(instance, "transform", "clients")
         assert transform["dagster/row_count"] == dg.MetadataValue.int(2)
@@ -72,6 +73,10 @@ def test_counts_schemas_lineage_times_and_tags_read_back_through_the_instance(
     source_def = graph.get(dg.AssetKey(["crm", "customers"]))
     columns = source_def.metadata["dagster/column_schema"].columns
     assert [c.name for c in columns][:2] == ["code", "name"] and columns[-1].type == "timestamptz"
+    assert source_def.metadata["dagster/table_name"] == "crm.customers"
+    other_schema = build_definitions(Settings(crm_schema="sales")).resolve_asset_graph()
+    for relation in ("customers", "contacts", "stock_movements", "customer_item_references"):
+        assert other_schema.get(dg.AssetKey(["crm", relation])).metadata["dagster/table_name"] == f"sales.{relation}"
     sink_def = graph.get(dg.AssetKey(["gestimum", "clients"]))
     assert [c.name for c in sink_def.metadata["dagster/column_schema"].columns][:3] == [
         "PCF_CODE",

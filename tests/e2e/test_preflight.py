@@ -55,6 +55,8 @@ def test_the_preflight_costs_one_test_mode_request_that_stores_nothing(dep: Depl
     metadata = run.metadata["sync/preflight"]
     assert metadata["gestimum_requests"] == 1
     assert {"crm_check_seconds", "state_store_check_seconds", "gestimum_check_seconds"} <= set(metadata)
+    # No webhook configured: the preflight says alerts are off, where the run is read.
+    assert metadata["alerts"] == "off (GESTIMUM_ALERT_WEBHOOK_URL not set)"
     # A rerun with nothing to send makes no request: access was proven within the interval
     # (tests/e2e/test_preflight_lazy.py). With an interval of 0 it checks at every run.
     before = len(dep.simulator.state.requests)

@@ -13,6 +13,14 @@ sync run into that instance (gestimum_pipeline/demo.py's steps), then `dg dev`
   go to `GESTIMUM_SCREENSHOT_DIR` (README's pictures: `docs/images`), else a temp dir.
   Without Chromium it skips, saying so, except in CI (`CI` set, as CI services do) or with
   `GESTIMUM_REQUIRE_BROWSER=1`, where a missing browser fails it.
+* The `demo --ui` test starts `gestimum-pipeline demo --ui` itself, from a shell holding other
+  settings (which it must ignore), and walks it in the browser: the demo's run on the Overview
+  timeline, its partitions and company file; each day's own figures against the CRM's, and
+  their plot; the rows-to-act-on view; a rejected contact fixed in the CRM and retried from
+  the Launchpad with the config the view gives, off the list at once, delivered by the next
+  sync (the simulator holds it). SIGTERM then must stop `dg dev`, the simulator and
+  PostgreSQL, leaving no process. Screenshots: rows-to-act-on.png, per-day-plot.png,
+  demo-timeline.png.
 * The backfill test launches a backfill of days the demo did not cover through the
   webserver's GraphQL endpoint (the UI's "Launch backfill"), waits for it, and checks the
   days landed: materialized partitions, the state store, the simulator's holdings.
@@ -21,10 +29,14 @@ sync run into that instance (gestimum_pipeline/demo.py's steps), then `dg dev`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -39,7 +51,16 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 import requests
-from dagster_services import BIN, free_port, graphql, launch_backfill, log_tail, process_group, wait_for_webserver
+from dagster_services import (
+    BIN,
+    free_port,
+    graphql,
+    launch_backfill,
+    live_group_members,
+    log_tail,
+    process_group,
+    wait_for_webserver,
+)
 from sync_harness import query_rows
 
 from gestimum_pipeline.crm.demo import load_demo_data
@@ -315,7 +336,8 @@ def _clients_page(page: Page, deployment: Deployment, shots: Path) -> None:
     assert latest is not None and latest.asset_materialization is not None
     recorded = {k: v.value for k, v in latest.asset_materialization.metadata.items()}
     if latest.run_id == deployment.run_id:  # the backfill test has not run yet: the demo's own counts
-        assert (recorded["imported"], recorded["rejected"]) == (
+        # The run's totals are on its last day (each day records its own figures).
+        assert (recorded["run_imported"], recorded["run_rejected"]) == (
             deployment.summary["clients"].imported,
             deployment.summary["clients"].rejected_by_gestimum,
         )
@@ -471,3 +493,361 @@ def _column_lineage(page: Page, deployment: Deployment, shots: Path) -> None:
         expect(page.get_by_role("cell", name=column, exact=True).first).to_be_visible()
     expect(page.get_by_text("Row count", exact=True).first).to_be_visible()
     page.screenshot(path=str(shots / "sink-columns.png"))
+
+
+# --------------------------------------------------------------------------- demo --ui
+
+# The shell's own settings, which `demo --ui` must leave out of its run and of `dg dev`.
+SHELL_SETTINGS = {
+    "CRM_SCHEMA": "not_the_demos",
+    "GESTIMUM_FICHIER": "SHELL.Gestimum",
+    "GESTIMUM_SYNC_START_DATE": "2024-01-01",
+    "GESTIMUM_CHANGE_SENSOR": "true",
+}
+# As a non-interactive shell starts a command in the background: SIGINT ignored, which is inherited.
+BACKGROUND = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
+DEMO_UI_STARTUP_SECONDS = 300.0
+DEMO_UI_STOP_SECONDS = 150.0
+RUN_TIMEOUT_SECONDS = 240.0
+RUNS_OF_JOB = """
+query($job: String!) {
+  runsOrError(filter: {pipelineName: $job}) {
+    ... on Runs { results { runId status repositoryOrigin { repositoryName repositoryLocationName }
+                            tags { key value } } }
+  }
+}
+"""
+PARTITION_NAMES = """
+query($location: String!) {
+  partitionSetOrError(repositorySelector: {repositoryLocationName: $location, repositoryName: "__repository__"},
+                      partitionSetName: "gestimum_sync_partition_set") {
+    ... on PartitionSet { partitionsOrError { ... on Partitions { results { name } } } }
+  }
+}
+"""
+PARTITION_METADATA = """
+query($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations { partition runId
+      metadataEntries { label ... on IntMetadataEntry { intValue } ... on TextMetadataEntry { text }
+                        ... on JsonMetadataEntry { jsonString } } } }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class DemoUi:
+    """`gestimum-pipeline demo --ui`, as a data team member starts it, and what it printed."""
+
+    proc: subprocess.Popen[bytes]
+    home: Path
+    webserver_url: str
+    simulator_url: str
+    crm_url: str
+    run_id: str  # the demo's sync run
+    log: Path
+
+    def log_tail(self) -> str:
+        return "`demo --ui` log, last lines:\n" + log_tail(self.log, 60)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo_ui(chromium: str) -> Iterator[DemoUi]:
+    """`demo --ui` on its embedded PostgreSQL, started like from a shell holding other settings;
+    stopped with SIGTERM, which must stop `dg dev`, the simulator and PostgreSQL, leaving nothing."""
+    # Not under pytest's base temp: as root, pgserver runs the server as its own user, which must
+    # traverse the data directory's parents, and any pytest session resets /tmp/pytest-of-root to 0700.
+    root = Path(tempfile.mkdtemp(prefix="gp-demo-ui-"))
+    home, log = root / "home", root / "demo.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GESTIMUM_SYNC_TIMEZONE"}  # the demo's days: Paris
+    env.update(SHELL_SETTINGS, DAGSTER_HOME=str(root / "shell_dagster_home"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*BACKGROUND, str(BIN / "gestimum-pipeline"), "demo", "--ui", "--port", str(port), "--home", str(home)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    dg_dev_groups: list[int] = []
+    try:
+        deadline = time.monotonic() + DEMO_UI_STARTUP_SECONDS
+        while "Dagster UI: " not in (text := log.read_text(errors="replace")):
+            assert proc.poll() is None, "`demo --ui` exited:\n" + log_tail(log, 60)
+            assert time.monotonic() < deadline, "`demo --ui` served no UI:\n" + log_tail(log, 60)
+            time.sleep(1.0)
+        dg_dev_groups = _children(proc.pid)  # `dg dev`, in a process group of its own
+        webserver_url = re.search(r"Dagster UI: (\S+)", text)[1]  # type: ignore[index]
+        assert webserver_url == f"http://127.0.0.1:{port}/"
+        _wait_for_code_location(webserver_url, log)
+        yield DemoUi(
+            proc=proc,
+            home=home,
+            webserver_url=webserver_url,
+            simulator_url=re.search(r"Gestimum simulator listening on (\S+)", text)[1],  # type: ignore[index]
+            crm_url=re.search(r"Loaded demo CRM into (\S+):", text)[1],  # type: ignore[index]
+            run_id=re.search(r"Run (\S+) is recorded", text)[1],  # type: ignore[index]
+            log=log,
+        )
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=DEMO_UI_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            for group in dg_dev_groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            raise AssertionError("`demo --ui` did not stop on SIGTERM:\n" + log_tail(log, 60)) from None
+        left = {g: live_group_members(g) for g in [proc.pid, *dg_dev_groups]}
+        postgres_running = (home / "pg" / "postmaster.pid").exists()
+        tail, text = log_tail(log, 60), log.read_text(errors="replace")
+        if not any(left.values()) and not postgres_running:
+            shutil.rmtree(root, ignore_errors=True)
+        assert code == 0, f"`demo --ui` exited {code} on SIGTERM:\n{tail}"
+        assert dg_dev_groups, "`demo --ui` started no `dg dev`"
+        # Stopped, not killed: dagster dev shut its webserver and daemon down itself.
+        assert "Dagster services shut down." in text, tail
+        assert not any(left.values()), f"processes left behind: {left}"
+        assert not postgres_running, "the demo's PostgreSQL is still running"
+
+
+def _wait_for_run(webserver_url: str, job: str, known: set[str], log: Path) -> dict[str, Any]:
+    """The first run of `job` not in `known`, once it has finished."""
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while True:
+        runs = graphql(webserver_url, RUNS_OF_JOB, {"job": job})["runsOrError"]["results"]
+        new = [r for r in runs if r["runId"] not in known]
+        if new and new[-1]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return dict(new[-1])
+        assert time.monotonic() < deadline, f"no finished {job} run: {new}\n" + log_tail(log, 60)
+        time.sleep(1.0)
+
+
+def _per_day_metadata(webserver_url: str, path: list[str], run_id: str) -> dict[str, dict[str, Any]]:
+    """Each partition's metadata as `run_id` recorded it on asset `path`."""
+    asset = graphql(webserver_url, PARTITION_METADATA, {"path": path})["assetOrError"]
+    return {
+        m["partition"]: {
+            e["label"]: json.loads(e["jsonString"]) if "jsonString" in e else e.get("intValue", e.get("text"))
+            for e in m["metadataEntries"]
+        }
+        for m in asset["assetMaterializations"]
+        if m["runId"] == run_id
+    }
+
+
+def _sql(url: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement against the demo's CRM, committed."""
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+
+
+def _crm_contacts_per_day(crm_url: str) -> dict[str, set[str]]:
+    """The CRM's contacts by the local day of their change time: the partition each belongs to."""
+    days: dict[str, set[str]] = {}
+    for code, day in _sql(
+        crm_url, "SELECT code, (updated_at AT TIME ZONE %s)::date::text FROM crm.contacts", (TIMEZONE,)
+    ):
+        days.setdefault(day, set()).add(source_key(code))
+    return days
+
+
+@pytest.mark.slow
+def test_the_demo_ui_a_retry_from_the_launchpad_and_per_day_figures(
+    chromium: str, demo_ui: DemoUi, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`demo --ui` as the data team uses it: the demo's run on the timeline, its partitions and
+    company file (not the shell's); the rows to act on; a rejected contact fixed in the CRM and
+    retried from the Launchpad, delivered by the next sync; each day's own figures."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
+    shots = _screenshot_dir(tmp_path_factory)
+    url = demo_ui.webserver_url
+
+    # The demo's run is a run of the code location's gestimum_sync (the timeline groups by it),
+    # tagged with the demo's company file; the partitions are the demo's days.
+    (run,) = graphql(url, RUNS_OF_JOB, {"job": "gestimum_sync"})["runsOrError"]["results"]
+    assert run["runId"] == demo_ui.run_id and run["status"] == "SUCCESS", run
+    assert run["repositoryOrigin"] == {"repositoryName": "__repository__", "repositoryLocationName": LOCATION}
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["gestimum/company_file"] == "DEMO.Gestimum", tags
+    partitions = graphql(url, PARTITION_NAMES, {"location": LOCATION})["partitionSetOrError"]
+    days = [p["name"] for p in partitions["partitionsOrError"]["results"]]
+    assert days == [d.isoformat() for d in demo_days(TODAY)], days
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+        days[0],
+        days[-1],
+    )
+    assert not (demo_ui.home.parent / "shell_dagster_home").exists()  # the shell's DAGSTER_HOME: unused
+
+    # Each day's own figures, as the CRM's days differ (taken before the retry changes the store).
+    crm_days = _crm_contacts_per_day(demo_ui.crm_url)
+    assert len({len(crm_days.get(d, ())) for d in days}) > 1, f"the demo's days do not differ: {crm_days}"
+    with StateStore(demo_ui.crm_url) as store:
+        records = {r["source_key"]: r for r in store.records(endpoint="contacts")}
+    # A day's lines: its contacts sent to Gestimum (not rejected by our validation, not held).
+    imported = {d: {k for k in crm_days.get(d, ()) if records[k]["status"] == "imported"} for d in days}
+    refused = {
+        d: {
+            k
+            for k in crm_days.get(d, ())
+            if records[k]["status"] == "rejected" and records[k]["reason_source"] != "local"
+        }
+        for d in days
+    }
+    transform = _per_day_metadata(url, ["transform", "contacts"], demo_ui.run_id)
+    sink = _per_day_metadata(url, ["gestimum", "contacts"], demo_ui.run_id)
+    assert set(sink) == set(transform) == set(days), (sorted(sink), sorted(transform))
+    assert [transform[d]["rows_read"] for d in days] == [len(crm_days.get(d, ())) for d in days], transform
+    assert [sink[d]["lines_sent"] for d in days] == [len(imported[d] | refused[d]) for d in days], sink
+    assert [(sink[d]["imported"], sink[d]["rejected"]) for d in days] == [
+        (len(imported[d]), len(refused[d])) for d in days
+    ], sink
+    # The run's totals once, on its last day: its days' figures plus any from days outside the run.
+    last = sink[days[-1]]
+    assert (
+        sum(sink[d]["lines_sent"] for d in days) + last["run_other_days"].get("lines_sent", 0)
+        == (last["run_lines_sent"])
+    ), last
+    assert all("run_lines_sent" not in sink[d] for d in days[:-1]), sink
+
+    # The contact of a customer Gestimum does not have: rejected by Gestimum.
+    (rejected,) = [r for r in records.values() if r["status"] == "rejected" and r["reason_source"] != "local"]
+    key = rejected["source_key"]
+    (held,) = [k for k, r in records.items() if r["status"] == "held"]  # the contact of a rejected customer
+    with StateStore(demo_ui.crm_url) as store:
+        customer = min(r["source_key"] for r in store.records(endpoint="clients", statuses=["imported"]))
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            graphql(url, "mutation { setNuxSeen }")
+            try:
+                # The timeline lists the jobs that ran in its window: gestimum_sync (the demo's run),
+                # not yet the operator jobs.
+                page.goto(url + "overview/activity/timeline")
+                expect(page.get_by_text("gestimum_sync", exact=True).first).to_be_visible()
+                expect(page.get_by_text("operator_retry", exact=True)).to_have_count(0)
+                page.screenshot(path=str(shots / "demo-timeline.png"))
+
+                _per_day_plot(page, demo_ui, shots)  # the demo's run: each partition's latest figures
+                suggested = json.loads(_rows_to_act_on(page, demo_ui, key, held, shots))
+                assert suggested == {"endpoint": "contacts", "source_keys": [key], "actor": "<your name>"}, suggested
+
+                # Fixed in the CRM (as its application would: the change time moves), then retried
+                # from the Launchpad: back to pending.
+                fixed = _sql(
+                    demo_ui.crm_url,
+                    "UPDATE crm.contacts SET customer_code = %s, updated_at = now() WHERE code = %s RETURNING code",
+                    (customer, key),
+                )
+                assert fixed == [(key,)], fixed
+                known = {
+                    r["runId"] for r in graphql(url, RUNS_OF_JOB, {"job": "operator_retry"})["runsOrError"]["results"]
+                }
+                page.goto(url + f"locations/{LOCATION}/jobs/operator_retry/playground")
+                expect(page.get_by_text("gestimum/company_file: DEMO.Gestimum")).to_be_visible()
+                page.locator(".CodeMirror").click()
+                page.keyboard.press("Control+a")
+                # The view's config, the actor filled in.
+                config = {"ops": {"retry_rows": {"config": {**suggested, "actor": "browser test"}}}}
+                page.keyboard.insert_text(json.dumps(config))  # JSON is YAML
+                launch = page.get_by_role("button", name="Launch Run")
+                expect(launch).to_be_enabled()
+                launch.click()
+                expect(page).to_have_url(re.compile(r"/runs/"))
+                retry = _wait_for_run(url, "operator_retry", known, demo_ui.log)
+                assert retry["status"] == "SUCCESS", f"{retry}\n{demo_ui.log_tail()}"
+                with StateStore(demo_ui.crm_url) as store:
+                    (after_retry,) = store.records(endpoint="contacts", keys=[key])
+                assert after_retry["status"] == "pending", after_retry
+
+                _rows_to_act_on_after_retry(page, demo_ui, key, held)
+
+                # The next sync (the UI's "Launch backfill" of the demo's days: one run) delivers it.
+                known = {run["runId"]}
+                launch_backfill(url, location=LOCATION, partition_set="gestimum_sync_partition_set", partitions=days)
+                sync = _wait_for_run(url, "gestimum_sync", known, demo_ui.log)
+                assert sync["status"] == "SUCCESS", f"{sync}\n{demo_ui.log_tail()}"
+                held = requests.get(demo_ui.simulator_url + "_simulator/state", timeout=10).json()
+                assert held["contacts"][key]["CCT_ORIGIN"] == customer, held["contacts"].get(key)
+                with StateStore(demo_ui.crm_url) as store:
+                    (delivered,) = store.records(endpoint="contacts", keys=[key])
+                assert delivered["status"] == "imported", delivered
+            except Exception as exc:
+                page.screenshot(path=str(shots / "failure.png"))
+                exc.add_note(f"screenshot of the page: {shots / 'failure.png'}\n{demo_ui.log_tail()}")
+                raise
+        finally:
+            browser.close()
+
+
+def _rows_to_act_on(page: Page, demo_ui: DemoUi, key: str, held: str, shots: Path) -> str:
+    """The one list of rows to act on (the `rows_to_act_on` check of sync/preflight): the contact
+    Gestimum rejected, its reason quoted as Gestimum's, its next step the operator_retry job with its
+    Launchpad config; the contact held behind its rejected customer, named with that parent; the
+    runbook. Returns the config the view gives for the contact."""
+    from playwright.sync_api import expect
+
+    page.goto(demo_ui.webserver_url + "assets/sync/preflight?view=checks")
+    page.locator("[title='rows_to_act_on']").click()
+    expect(page.get_by_text("Evaluation result", exact=True).locator("xpath=..")).to_contain_text("Failed")
+    row = page.get_by_role("cell", name=key, exact=True).locator("xpath=..")
+    expect(row).to_contain_text("rejected")
+    expect(row).to_contain_text('Gestimum said: "')
+    expect(row).to_contain_text("launch operator_retry with {")
+    held_row = page.get_by_role("cell", name=held, exact=True).locator("xpath=..")
+    expect(held_row).to_contain_text("held for its parent clients")
+    expect(page.get_by_text("docs/operations.md#rows-to-act-on").first).to_be_visible()
+    page.set_viewport_size({"width": 1900, "height": 1300})  # room for the table, next steps included
+    page.screenshot(path=str(shots / "rows-to-act-on.png"))
+    page.set_viewport_size(VIEWPORT)
+    next_step = row.get_by_role("cell").filter(has_text="operator_retry").inner_text()
+    return next_step.split("launch operator_retry with ", 1)[1].split("; ", 1)[0]
+
+
+def _rows_to_act_on_after_retry(page: Page, demo_ui: DemoUi, key: str, held: str) -> None:
+    """The operator job re-evaluated the view: the retried contact is off the list before any sync."""
+    from playwright.sync_api import expect
+
+    page.goto(demo_ui.webserver_url + "assets/sync/preflight?view=checks")
+    page.locator("[title='rows_to_act_on']").click()
+    expect(page.get_by_role("cell", name=held, exact=True)).to_be_visible()  # the list, still there
+    expect(page.get_by_role("cell", name=key, exact=True)).to_have_count(0)
+
+
+def _per_day_plot(page: Page, demo_ui: DemoUi, shots: Path) -> None:
+    """The sink's lines sent per day, as the UI plots them over partitions."""
+    from playwright.sync_api import expect
+
+    page.goto(demo_ui.webserver_url + "assets/gestimum/contacts")
+    page.get_by_text("Hide navigation").click()  # for the screenshots (the UI remembers it)
+    page.get_by_role("button", name="Plots").click()
+    page.get_by_role("button", name="Partitions").click()  # x axis: the partitions (days)
+    chart = page.get_by_text("lines_sent", exact=True).first
+    chart.scroll_into_view_if_needed()
+    expect(chart).to_be_visible()
+    page.mouse.wheel(0, 250)  # the chart under its title
+    page.screenshot(path=str(shots / "per-day-plot.png"))

@@ -196,6 +196,7 @@ def test_empty_lines_make_no_request(sim, client):
 
 
 def test_one_log_line_per_request(sim, client, caplog):
+    caplog.set_level(logging.DEBUG, logger="gestimum_pipeline.gestimum.client")  # debug: the sink sums up
     caplog.clear()
     client.import_lines(CLIENTS, [CLIENT_LINE, "C2;;B"])
     lines = [r.getMessage() for r in caplog.records if r.name == "gestimum_pipeline.gestimum.client"]

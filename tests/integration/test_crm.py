@@ -311,6 +311,22 @@ def test_fetch_by_keys_with_bigint_ids(crm: psycopg2.extensions.connection) -> N
 DEMO_DAYS = [date(2026, 3, 28), date(2026, 3, 29), date(2026, 3, 30)]  # the 29th is a 23-hour day in Paris
 
 
+def test_demo_data_of_a_day_under_way_never_changes_in_the_future(crm: psycopg2.extensions.connection) -> None:
+    """The demo's last day is today: its rows change before now, so no `last_change` is in the future."""
+    now = datetime(2026, 3, 30, 9, 15, tzinfo=PARIS)
+    load_demo_data(crm, "crm", days=DEMO_DAYS, customers_per_day=20, now=now)
+    latest = _rows(
+        crm,
+        "SELECT max(t) FROM (SELECT updated_at FROM crm.customers UNION ALL SELECT updated_at FROM crm.contacts"
+        " UNION ALL SELECT updated_at FROM crm.customer_item_references"
+        " UNION ALL SELECT moved_at FROM crm.stock_movements) AS c(t)",
+    )[0][0]
+    assert datetime(2026, 3, 30, tzinfo=PARIS) < latest < now
+    # The last customer of the day is the last change before now (the boundary the demo exercises).
+    last = _rows(crm, "SELECT updated_at FROM crm.customers WHERE code = 'C20260330-0020'")[0][0]
+    assert last == now - timedelta(microseconds=1)
+
+
 def test_load_demo_data_counts_and_bounds(crm: psycopg2.extensions.connection) -> None:
     summary = load_demo_data(crm, "crm", days=DEMO_DAYS, customers_per_day=20)
 

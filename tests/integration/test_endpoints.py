@@ -64,6 +64,7 @@ def test_the_graph_picks_up_a_registered_endpoint() -> None:
         "no_rejected_lines",
         "no_rows_waiting_too_long",
         "crm_rows_in_state_store",
+        "no_crm_row_deleted_after_import",
     }
     assert "gestimum_sync" in {j.name for j in defs.resolve_all_job_defs()}
     # The production graph is unchanged.

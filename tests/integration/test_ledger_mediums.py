@@ -122,7 +122,7 @@ def test_a_case_collision_counts_partners_rejected_or_ignored(store: StateStore,
         operator.ignore(store, ENDPOINTS, "clients", ["ACME"], actor="alice")
     assert record(store, "clients", "ACME")["status"] == partner_status
     store.stage("clients", [customer("acme")], partition="p", run_id="r")
-    refused = dict(store.reject_case_collisions("clients", "PCF_CODE"))
+    refused = {c.key: c.reason for c in store.reject_case_collisions("clients", "PCF_CODE")}
     assert "acme" in refused, refused
     assert record(store, "clients", "acme")["status"] == "rejected"
 
@@ -132,7 +132,7 @@ def test_composite_keys_are_compared_per_component(store: StateStore) -> None:
     spaces ignored in each code); trimming after the JSON's closing `]` never saw it."""
     refs = [mapped("references_clients_articles", (c, "A10", "REF", "1", WHEN)) for c in ("C1", "C1 ")]
     store.stage("references_clients_articles", refs, partition="p", run_id="r")
-    refused = dict(store.reject_case_collisions("references_clients_articles", "ART_CODE"))
+    refused = {c.key: c.reason for c in store.reject_case_collisions("references_clients_articles", "ART_CODE")}
     assert set(refused) == {r.source_key for r in refs}, refused
 
 

@@ -48,7 +48,13 @@ def test_assets_carry_groups_kinds_owners_partitions_and_policies() -> None:
     checks: dict[str, set[str]] = {}
     for check_key in graph.asset_check_keys:
         checks.setdefault(check_key.asset_key.to_user_string(), set()).add(check_key.name)
-    sink_checks = {"statistics_consistent", "no_rejected_lines", "no_rows_waiting_too_long", "crm_rows_in_state_store"}
+    sink_checks = {
+        "statistics_consistent",
+        "no_rejected_lines",
+        "no_rows_waiting_too_long",
+        "crm_rows_in_state_store",
+        "no_crm_row_deleted_after_import",
+    }
     for endpoint in ("comptes", "clients", "contacts", "references_clients_articles"):
         assert checks[f"gestimum/{endpoint}"] == sink_checks
     assert checks["gestimum/documents_stock"] == sink_checks | {

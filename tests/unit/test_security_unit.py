@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from gestimum_pipeline.defs.alerts import AlertWebhook
@@ -36,7 +39,7 @@ crm_url: "{{{{ env.ACME_CRM_DATABASE_URL }}}}"
 """
 
 
-def test_the_component_url_never_shows_proxy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_component_url_never_shows_proxy_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Written `{{ env.VARIABLE }}`, the URL stays an EnvVar: the definitions the UI reads (its
     GraphQL `configuredValues`, the resources' descriptions) name the variable, never the value."""
     import dagster as dg
@@ -48,7 +51,9 @@ def test_the_component_url_never_shows_proxy_credentials(monkeypatch: pytest.Mon
     monkeypatch.setenv("ACME_GESTIMUM_URL", f"http://proxy:{SECRET}@gestimum.example/")
     component = GestimumSync.resolve_from_yaml(_component_yaml("{{ env.ACME_GESTIMUM_URL }}"))
     assert isinstance(component.gestimum_url, dg.EnvVar) and component.gestimum_url.env_var_name == "ACME_GESTIMUM_URL"
-    defs = component.build_defs(None)  # type: ignore[arg-type]
+    # build_defs reads only where its defs.yaml is (to name it in messages).
+    context = SimpleNamespace(path=tmp_path / "acme", project_root=tmp_path)
+    defs = component.build_defs(context)  # type: ignore[arg-type]
     snapshot = serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
     assert "url from ACME_GESTIMUM_URL" in snapshot
     assert SECRET not in snapshot and "proxy:" not in snapshot

@@ -20,7 +20,8 @@ One row per (endpoint, source key) in `records`, with a `Status` (status.py):
 
 Every move is an edge of `TRANSITIONS` (status.py). `actions` records every operator action
 with who and when; `gestimum_access` when Gestimum last accepted the company file and
-credentials (a salted fingerprint, never the password). The schema is created and migrated by
+credentials (a salted fingerprint, never the password); `record_log` each CRM version staged
+and each line refused, per key, for `gestimum-pipeline history` (history.py). The schema is created and migrated by
 `migrate()` from the numbered files of sql/migrations, idempotently and under an advisory
 lock; the queries are the named sections of sql/queries.
 """

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +98,14 @@ class CountsMixin(StoreBase):
             names = [d.name for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def rows_to_act_on(self, *, limit: int) -> list[dict[str, Any]]:
+        """The first `limit` rows rejected, held or in delivery_unknown, every endpoint, oldest first."""
+        conn = self.conn
+        with conn, conn.cursor() as cur:
+            cur.execute(self._sql("rows_to_act_on"), (limit,))
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
     def diverged(self, endpoint: str, *, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """(count, first rows) of sent movements whose CRM version changed since."""
         conn = self.conn
@@ -120,3 +129,18 @@ class CountsMixin(StoreBase):
             cur.execute(self._sql("sendable_keys"), (endpoint, list(keys)))
             found = dict(cur.fetchall())
         return [k for k in keys if found.get(k)], [k for k in keys if k in found and not found[k]]
+
+    def iter_imported(self, endpoint: str, *, chunk_size: int = 10_000) -> Iterator[list[tuple[str, str | None, Any]]]:
+        """Chunks of (source key, document, imported_at) of the endpoint's imported rows, streamed
+        through a server-side cursor on its own connection (bounded memory at any size)."""
+        if not self._has(endpoint, Status.IMPORTED):  # type: ignore[attr-defined]
+            return
+        conn = self.new_connection()
+        try:
+            with conn, conn.cursor(name=f"imported_{uuid.uuid4().hex[:12]}") as cur:
+                cur.itersize = chunk_size
+                cur.execute(self._sql("imported_keys"), (endpoint,))
+                while chunk := cur.fetchmany(chunk_size):
+                    yield chunk
+        finally:
+            conn.close()

@@ -52,8 +52,8 @@ class LedgerMixin(StoreBase):
             with conn, conn.cursor(name=f"pending_{uuid.uuid4().hex[:12]}") as cur:
                 cur.itersize = chunk_size
                 cur.execute(self._sql("pending_lines"), (endpoint,))
-                for key, line, group, hashed in cur:
-                    yield PendingLine(key, line, group, hashed)
+                for key, line, group, hashed, partition in cur:
+                    yield PendingLine(key, line, group, hashed, partition)
         finally:
             conn.close()
 

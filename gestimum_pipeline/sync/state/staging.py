@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
 from gestimum_pipeline.crm import contract
 from gestimum_pipeline.sync.mapping import MappedRow
@@ -14,6 +15,12 @@ from gestimum_pipeline.sync.state.base import StageCounts, StoreBase
 from gestimum_pipeline.sync.state.status import Status
 
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+class Collision(NamedTuple):
+    key: str
+    reason: str
+    partition: str | None
 
 
 class StagingMixin(StoreBase):
@@ -28,6 +35,7 @@ class StagingMixin(StoreBase):
         run_id: str | None,
         force: bool = False,
         source_version: Decimal | None = None,
+        days: Mapping[str, str | None] | None = None,
     ) -> StageCounts:
         """Records a chunk of mapped rows: changed rows become pending, invalid ones rejected.
 
@@ -38,12 +46,14 @@ class StagingMixin(StoreBase):
         (crm.queries.snapshot_version of the snapshot the rows were read in): a row
         staged from a newer snapshot is never replaced by this one's (counted as skipped).
         None: no order known (a row read outside a transform), taken as it comes.
+        `days` (source key → the day of its CRM change time) records each row's own partition
+        (`partition` for a row not in it), so a range run's figures are told per day.
         """
         if not rows:
             return StageCounts(0, 0, 0)
         documents = self.endpoints.creates_documents(endpoint)
         conn = self.conn
-        buf = io.StringIO(_copy_rows(rows))
+        buf = io.StringIO(_copy_rows(rows, days or {}))
         with conn, conn.cursor() as cur:
             # A staging lost in a server crash is simply staged again by the next run.
             cur.execute("SET LOCAL synchronous_commit = off")
@@ -62,7 +72,8 @@ class StagingMixin(StoreBase):
                     "known": endpoint not in self._taken_whole,
                 },
             )
-            statuses = [s for (s,) in cur.fetchall()]
+            taken = cur.fetchall()
+            statuses = [s for (s, _) in taken]
             if len(statuses) == len(rows):
                 self._taken_whole.add(endpoint)
             else:
@@ -80,16 +91,17 @@ class StagingMixin(StoreBase):
             self._compact_counts(cur)
         staged = sum(1 for s in statuses if s in (Status.PENDING, Status.IN_FLIGHT))
         rejected = len(statuses) - staged
-        return StageCounts(staged, rejected, len(rows) - len(statuses) - skipped, skipped)
+        by_partition = tuple((p, s) for (s, p) in taken) if days else ()
+        return StageCounts(staged, rejected, len(rows) - len(statuses) - skipped, skipped, by_partition)
 
-    def reject_case_collisions(self, endpoint: str, field_code: str) -> list[tuple[str, str]]:
+    def reject_case_collisions(self, endpoint: str, field_code: str) -> list[Collision]:
         """Rejects pending rows whose key differs only by case (or trailing spaces) from another live key.
 
         Gestimum runs on SQL Server, whose usual collations compare codes without case and
         ignore trailing spaces: `ACME` and `acme` would be one record there, the second
         import overwriting the first. Both are refused (reason_source `local`, the line is
         kept so `gestimum-pipeline retry` can re-queue one once the other is renamed).
-        Returns (source key, reason) of the rows rejected.
+        Returns the rows rejected (source key, reason, partition).
         """
         if not self._has(endpoint, Status.PENDING):
             return []  # only pending rows can be rejected: a rerun that staged nothing pays nothing
@@ -100,7 +112,7 @@ class StagingMixin(StoreBase):
                 self._sql("reject_case_collisions"),
                 {"e": endpoint, "f": field_code, "composite": self._composite_keys(endpoint)},
             )
-            return [(k, reason) for k, reason in cur.fetchall()]
+            return [Collision(k, reason, partition) for k, reason, partition in cur.fetchall()]
 
     def _composite_keys(self, endpoint: str) -> bool:
         """Whether the endpoint's keys are JSON arrays of codes (sync.mapping.source_key)."""
@@ -133,20 +145,23 @@ class StagingMixin(StoreBase):
             return [k for (k,) in cur.fetchall()]
 
 
-def _copy_rows(rows: Sequence[MappedRow]) -> str:
-    """Staged rows in COPY text format; plain rows (nearly all) skip per-value escaping."""
+def _copy_rows(rows: Sequence[MappedRow], days: Mapping[str, str | None]) -> str:
+    """Staged rows in COPY text format; plain rows (nearly all) skip per-value escaping.
+    The last column is the row's day (`days`; a day is digits and dashes, never escaped)."""
     out: list[str] = []
     special = _COPY_SPECIAL.search
+    day_of = days.get
     for key, content, line, reason, parent, group, sort, _ in rows:
+        day = day_of(key) or "\\N"
         if line is None or reason is not None or special(key) or special(line) or special(group):
             values = (key, line, content, parent, group, sort, reason)
-            out.append("\t".join(_copy_text(v) for v in values))
+            out.append("\t".join(_copy_text(v) for v in values) + f"\t{day}")
         elif parent is None:
-            out.append(f"{key}\t{line}\t{content}\t\\N\t{group}\t{sort}\t\\N")
+            out.append(f"{key}\t{line}\t{content}\t\\N\t{group}\t{sort}\t\\N\t{day}")
         elif special(parent):
-            out.append(f"{key}\t{line}\t{content}\t{_copy_text(parent)}\t{group}\t{sort}\t\\N")
+            out.append(f"{key}\t{line}\t{content}\t{_copy_text(parent)}\t{group}\t{sort}\t\\N\t{day}")
         else:
-            out.append(f"{key}\t{line}\t{content}\t{parent}\t{group}\t{sort}\t\\N")
+            out.append(f"{key}\t{line}\t{content}\t{parent}\t{group}\t{sort}\t\\N\t{day}")
     out.append("")
     return "\n".join(out)
 

@@ -118,6 +118,9 @@ TRANSITIONS: dict[tuple[Status | None, Event], Status] = {
     (_S.REJECTED, Event.IGNORE): _S.IGNORED,
     (_S.HELD, Event.IGNORE): _S.IGNORED,
     (_S.PENDING, Event.IGNORE): _S.IGNORED,
+    # An imported row whose CRM row is gone, removed in Gestimum by hand: marked handled (the
+    # deletions check stops listing it). A movement ignored so is never staged again.
+    (_S.IMPORTED, Event.IGNORE): _S.IGNORED,
     (_S.DELIVERY_UNKNOWN, Event.RECONCILE_DELIVERED): _S.IMPORTED,
     (_S.DELIVERY_UNKNOWN, Event.RECONCILE_RELEASE): _S.PENDING,
 }

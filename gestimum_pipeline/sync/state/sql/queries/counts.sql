@@ -41,6 +41,14 @@ WHERE (%(endpoint)s::text IS NULL OR endpoint = %(endpoint)s)
 ORDER BY endpoint, updated_at, source_key
 LIMIT %(limit)s
 
+-- name: rows_to_act_on
+-- Every endpoint's rows an operator must act on (the attention index), oldest first.
+SELECT endpoint, source_key, status, reason, reason_source, parent_key, updated_at
+FROM {schema}.records
+WHERE status IN ('rejected', 'held', 'delivery_unknown')
+ORDER BY updated_at, endpoint, source_key
+LIMIT %s
+
 -- name: diverged
 SELECT count(*) OVER (), source_key, status, document, diverged_at FROM {schema}.records
 WHERE endpoint = %s AND diverged_hash IS NOT NULL
@@ -52,3 +60,8 @@ WHERE NOT EXISTS (SELECT 1 FROM {schema}.records r WHERE r.endpoint = %s AND r.s
 
 -- name: sendable_keys
 SELECT source_key, line IS NOT NULL FROM {schema}.records WHERE endpoint = %s AND source_key = ANY(%s)
+
+-- name: imported_keys
+-- Every row Gestimum holds, for the deletions check: compared with the CRM by key, in chunks.
+SELECT source_key, document, imported_at FROM {schema}.records
+WHERE endpoint = %s AND status = 'imported'

@@ -4,7 +4,7 @@
 -- data: REQUEUE, or REQUEUE_INVALID when it failed local validation and carries no line).
 
 -- name: pending_lines
-SELECT source_key, line, group_key, content_hash FROM {schema}.records
+SELECT source_key, line, group_key, content_hash, partition FROM {schema}.records
 WHERE endpoint = %s AND status = 'pending'
 ORDER BY group_key, sort_key, source_key
 
@@ -82,7 +82,13 @@ WHERE r.endpoint = d.endpoint AND r.source_key = d.key
 
 -- name: outcome_rejected
 -- events: answer_rejected, requeue, requeue_invalid
--- Only rejected lines carry data of their own: their reasons.
+-- Only rejected lines carry data of their own: their reasons, logged per line (migration 0009,
+-- for `history`) whatever the record became since (a version queued behind the line sent).
+WITH logged AS (
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, request_id, reason)
+    SELECT %(endpoint)s, d.source_key, 'answer_rejected', nullif(d.sent, ''), %(request)s, d.reason
+    FROM unnest(%(keys)s::text[], %(reasons)s::text[], %(sent)s::text[]) AS d(source_key, reason, sent)
+)
 UPDATE {schema}.records r SET
     status = CASE WHEN r.content_hash = d.sent THEN 'rejected'
                   WHEN r.line IS NULL THEN 'rejected' ELSE 'pending' END,

@@ -2,7 +2,8 @@
 
 -- name: stage_temp_table
 CREATE TEMP TABLE IF NOT EXISTS staged_rows (
-    source_key text, line text, content_hash text, parent_key text, group_key text, sort_key bigint, reason text
+    source_key text, line text, content_hash text, parent_key text, group_key text, sort_key bigint, reason text,
+    partition text
 ) ON COMMIT DELETE ROWS
 
 -- name: stage_master
@@ -24,13 +25,14 @@ WITH settled AS (
                                   AND (o.content_hash = s.content_hash AND NOT %(force)s
                                        OR o.status = 'delivery_unknown')
                                 OFFSET 0)
-)
+), taken AS (
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
     parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
        s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
-       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s, %(version)s::numeric
+       CASE WHEN s.line IS NULL THEN 'local' END, coalesce(s.partition, %(partition)s), %(run_id)s,
+       %(version)s::numeric
 FROM staged_rows s
 WHERE NOT EXISTS (SELECT 1 FROM settled d WHERE d.source_key = s.source_key)
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
@@ -45,7 +47,16 @@ WHERE r.status <> 'delivery_unknown'
        OR (%(force)s AND r.status NOT IN ('ignored', 'in_flight')))
   -- Never an older CRM version over a newer one (a backfill's snapshot beside the hourly run's).
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
-RETURNING status
+RETURNING source_key, status, content_hash, reason, partition
+), logged AS (
+    -- The record log (migration 0009): each version taken, for `history`.
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, run_id, partition, source_version,
+        reason)
+    SELECT %(endpoint)s, t.source_key, CASE WHEN t.reason IS NULL THEN 'stage' ELSE 'stage_invalid' END,
+           t.content_hash, %(run_id)s, t.partition, %(version)s::numeric, t.reason
+    FROM taken t
+)
+SELECT status, partition FROM taken
 
 -- name: stage_stock
 -- events: stage, stage_invalid
@@ -65,13 +76,14 @@ WITH settled AS (
                    AND o.content_hash IS DISTINCT FROM s.content_hash
                    OR (o.status = 'ignored' AND o.reason_source = 'crm'))
         OFFSET 0)
-)
+), taken AS (
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
     parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'rejected' ELSE 'pending' END,
        s.line, s.content_hash, s.parent_key, s.group_key, s.sort_key, s.reason,
-       CASE WHEN s.line IS NULL THEN 'local' END, %(partition)s, %(run_id)s, %(version)s::numeric
+       CASE WHEN s.line IS NULL THEN 'local' END, coalesce(s.partition, %(partition)s), %(run_id)s,
+       %(version)s::numeric
 FROM staged_rows s
 WHERE NOT EXISTS (SELECT 1 FROM settled d WHERE d.source_key = s.source_key)
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
@@ -87,7 +99,16 @@ WHERE ((r.status = 'pending' OR (r.status = 'rejected' AND r.reason_source IN ('
        OR (r.status = 'ignored' AND r.reason_source = 'crm'))
   AND (%(version)s::numeric IS NULL OR r.source_version IS NULL OR r.source_version <= %(version)s::numeric)
   AND {schema}.not_in_open_request(r.endpoint, r.source_key)
-RETURNING status
+RETURNING source_key, status, content_hash, reason, partition
+), logged AS (
+    -- The record log (migration 0009): each version taken, for `history`.
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, run_id, partition, source_version,
+        reason)
+    SELECT %(endpoint)s, t.source_key, CASE WHEN t.reason IS NULL THEN 'stage' ELSE 'stage_invalid' END,
+           t.content_hash, %(run_id)s, t.partition, %(version)s::numeric, t.reason
+    FROM taken t
+)
+SELECT status, partition FROM taken
 
 -- name: stage_stock_diverged
 -- Movements already sent keep their line; a different CRM version is noted aside (and
@@ -122,7 +143,7 @@ WITH collisions AS (
     -- or re-queued tomorrow, and then overwrite the other in Gestimum.
     WHERE n.endpoint = %(e)s AND n.status = 'pending'
     GROUP BY n.source_key
-)
+), refused AS (
 UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', updated_at = now(),
     reason = %(e)s || ' record ' || r.source_key || ' field ' || %(f)s
         || ': the code differs only by case or trailing spaces from record ' || c.other
@@ -130,7 +151,12 @@ UPDATE {schema}.records r SET status = 'rejected', reason_source = 'local', upda
         || ' then re-queue the other with `gestimum-pipeline retry`'
 FROM collisions c
 WHERE r.endpoint = %(e)s AND r.source_key = c.source_key
-RETURNING r.source_key, r.reason
+RETURNING r.source_key, r.reason, r.content_hash, r.partition
+), logged AS (
+    INSERT INTO {schema}.record_log (endpoint, source_key, event, content_hash, partition, reason)
+    SELECT %(e)s, f.source_key, 'collide', f.content_hash, f.partition, f.reason FROM refused f
+)
+SELECT source_key, reason, partition FROM refused
 
 -- name: hold_orphans
 -- events: hold
