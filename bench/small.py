@@ -115,6 +115,19 @@ def sql(url: str, statement: str) -> None:
         conn.close()
 
 
+def sessions(server_url: str) -> int:
+    """Connections opened so far to the benchmark's database (pg_stat_database, PostgreSQL 14+)."""
+    conn = connect(server_url, "bench server")
+    try:
+        with conn.cursor() as cur:
+            # The counters are flushed by each backend at its own pace: give the run's a moment.
+            time.sleep(0.5)
+            cur.execute("SELECT coalesce(sum(sessions), 0) FROM pg_stat_database WHERE datname = %s", (DATABASE,))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
 def sync_work_seconds(home: Path) -> float:
     """The sync's own work in the instance's latest run: its transforms' and sinks' `duration_seconds`."""
     import dagster as dg  # only the parent reads the instance; imported late to keep `--help` quick
@@ -137,7 +150,7 @@ def sync_work_seconds(home: Path) -> float:
 def median(samples: list[dict[str, Any]], sink_samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         key: round(statistics.median(s[key] for s in samples), 3)
-        for key in ("wall_seconds", "cpu_seconds", "wal_bytes", "sync_work_seconds")
+        for key in ("wall_seconds", "cpu_seconds", "wal_bytes", "sync_work_seconds", "connections")
         if key in samples[0]
     }
     out["runs"] = len(samples)
@@ -183,9 +196,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 elif before:
                     sql(crm_url, before)
                 sink.reset()
+                opened = sessions(args.database_url)
                 lsn = wal_lsn(args.database_url)
                 sample: dict[str, Any] = timed(command, env, project)
                 sample["wal_bytes"] = wal_bytes(args.database_url, lsn)
+                sample["connections"] = sessions(args.database_url) - opened
                 if project == ROOT:
                     sample["sync_work_seconds"] = sync_work_seconds(home)
                 samples.append(sample)
@@ -252,14 +267,17 @@ def print_small(results: dict[str, Any]) -> None:
         f"== small runs: {results['customers']} customers on {results['day']}, `dg launch --assets '*'"
         f" --partition {results['day']}`, whole process, median of {runs}"
     )
-    print(f"  {'run':12} {'wall s':>8} {'x triv':>7} {'CPU s':>7} {'sync s':>7} {'WAL KiB':>8}  requests / lines")
+    print(
+        f"  {'run':12} {'wall s':>8} {'x triv':>7} {'CPU s':>7} {'sync s':>7} {'WAL KiB':>8} {'PG conn':>7}"
+        "  requests / lines"
+    )
     for name in ("trivial", "first_run", "noop", "changed"):
         r = results[name]
         ratio = f"{r['to_trivial_wall']:7.2f}" if name != "trivial" else f"{1:7.2f}"
         work = f"{r['sync_work_seconds']:7.2f}" if "sync_work_seconds" in r else f"{'':7}"
         print(
             f"  {name:12} {r['wall_seconds']:8.2f} {ratio} {r['cpu_seconds']:7.2f} {work}"
-            f" {r['wal_bytes'] / 1024:8.0f}  {r['requests']} / {r['lines']}"
+            f" {r['wal_bytes'] / 1024:8.0f} {r['connections']:7.0f}  {r['requests']} / {r['lines']}"
         )
     f = results["floor"]
     print(
