@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -92,6 +93,9 @@ def run_demo(
     from gestimum_pipeline.embedded import EmbeddedPostgres
     from gestimum_pipeline.redaction import redact_url
 
+    if ui:  # before the demo's work, not after it
+        project_root()
+        _require_free_port(port or DEFAULT_UI_PORT)
     home = home or default_home()
     home.mkdir(parents=True, exist_ok=True)
     timezone = Settings.from_env().timezone
@@ -207,6 +211,7 @@ def serve_ui(demo_env: Mapping[str, str], *, port: int, out: TextIO) -> None:
     """
     root = project_root()
     virtual_env = active_virtual_env()
+    _require_free_port(port)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -229,16 +234,28 @@ def serve_ui(demo_env: Mapping[str, str], *, port: int, out: TextIO) -> None:
                     file=out,
                     flush=True,
                 )
+            elif not stop.is_set() and proc.poll() is None:
+                print(f"dg dev has not answered on {url} yet; its output is above.", file=out, flush=True)
             while not stop.wait(0.5) and proc.poll() is None:
                 pass
-            if proc.poll() is not None and not stop.is_set():
-                print(f"dg dev exited (code {proc.returncode}); stopping the demo.", file=out, flush=True)
+            exited = None if stop.is_set() else proc.poll()  # on its own (a port in use, say): a failure
         finally:
             print("Stopping dg dev, then the simulator and PostgreSQL …", file=out, flush=True)
             stop_process_group(proc)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if exited is not None:
+        raise SystemExit(f"dg dev exited on its own (code {exited}); its output is above")
+
+
+def _require_free_port(port: int) -> None:
+    """Fails before `dg dev` starts if `port` is taken: its webserver would log the error and hang."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise SystemExit(f"demo --ui: port {port} on 127.0.0.1 is not free ({exc.strerror}); use --port") from None
 
 
 def _wait_for_ui(url: str, proc: subprocess.Popen[bytes], stop: threading.Event) -> bool:

@@ -28,6 +28,7 @@ from gestimum_pipeline.notify.webhook import (
     webhook_secrets,
 )
 from gestimum_pipeline.redaction import url_secrets
+from gestimum_pipeline.sync.rows_to_act_on import CHECK_NAME as ROWS_TO_ACT_ON
 
 ALERTS_OFF = (
     f"skipped: {ALERT_WEBHOOK_ENV} not set (alerts are off; set it to a Slack-compatible webhook URL, then "
@@ -224,6 +225,10 @@ def failed_checks_of_run(instance: dg.DagsterInstance, run_id: str) -> list[Fail
         if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
             continue
         if evaluation.asset_key.path[0] not in PROJECT_ASSET_ROOTS:
+            continue
+        if evaluation.check_name == ROWS_TO_ACT_ON:
+            # The sinks' own checks already tell each new rejection; the list changes with every
+            # operator action too, which is no news to post.
             continue
         if still_failing_the_same_way(instance, evaluation, run_id):
             continue

@@ -115,7 +115,7 @@ def _sink_state_checks(
             "from the CRM, so fixing it there sends it at the next run; `gestimum-pipeline retry` re-queues one "
             "whose cause was fixed in Gestimum.",
             warn,
-            lambda i: health.rejections(i.store, i.endpoint),
+            lambda i: health.rejections(i.store, i.endpoint, endpoints.get(i.endpoint).relation),
         ),
         _StateCheck(
             "no_rows_waiting_too_long",

@@ -22,6 +22,7 @@ from gestimum_pipeline.crm.queries import (
 from gestimum_pipeline.sync.engine import INVALID_KEY
 from gestimum_pipeline.sync.ledger_reads import staged_versions
 from gestimum_pipeline.sync.mapping import Mapper, source_key
+from gestimum_pipeline.sync.operator import written_key
 from gestimum_pipeline.sync.state import StateStore, Status, merge_windows
 
 # Rows listed in a check's table and sentence: enough to act on, bounded for the UI.
@@ -41,14 +42,18 @@ class Finding:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def rejections(store: StateStore, endpoint: str, *, limit: int = MAX_LISTED_ROWS) -> Finding:
-    """The endpoint's rows currently rejected, by Gestimum or by our validation, with their reasons."""
+def rejections(
+    store: StateStore, endpoint: str, relation: str | None = None, *, limit: int = MAX_LISTED_ROWS
+) -> Finding:
+    """The endpoint's rows currently rejected, by Gestimum or by our validation, with their reasons.
+
+    With the endpoint's `relation`, composite keys are written as people write them (`C3 / ZZZ`)."""
     total, records = _listed(store, endpoint, Status.REJECTED, limit)
     if not total:
         return Finding(True, f"no {endpoint} row is rejected", {"rejected": 0})
     rows = [
         {
-            "source_key": r["source_key"],
+            "source_key": written_key(relation, r["source_key"]) if relation else r["source_key"],
             "reason": r["reason"] or "",
             "rejected_by": r["reason_source"] or "",
             "since": _iso(r["updated_at"]),

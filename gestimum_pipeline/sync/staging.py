@@ -197,8 +197,9 @@ def stage_endpoint(
             read_by_day: Counter[str | None] = Counter()
             if day_of is not None:
                 # Before the duplicates' refusal (which may drop rows): one day per key is enough.
-                days = {m.source_key: day_of(row[change_index]) for m, row in zip(raw, chunk, strict=True)}
-                read_by_day.update(day_of(row[change_index]) for row in chunk)
+                row_days = [day_of(row[change_index]) for row in chunk]  # once per row: the hot path
+                days = {m.source_key: day for m, day in zip(raw, row_days, strict=True)}
+                read_by_day.update(row_days)
             collect()
             in_flight = (
                 writer.submit(

@@ -25,6 +25,7 @@ from gestimum_pipeline.defs.alerts import (
     AlertWebhook,
     build_alert_webhook,
     check_failure_alert,
+    failed_checks_of_run,
     run_failure_alert,
 )
 from gestimum_pipeline.defs.build import alert_definitions
@@ -496,3 +497,26 @@ def test_a_run_with_more_rejected_lines_than_the_threshold_is_alerted_once(
     monkeypatch.setenv("GESTIMUM_ALERT_REJECTED_PERCENT", "150")
     with pytest.raises(ValueError, match="GESTIMUM_ALERT_REJECTED_PERCENT must be a percentage"):
         build_alert_webhook()
+
+
+def test_the_rows_to_act_on_list_is_not_alerted_the_sinks_checks_are(instance: dg.DagsterInstance) -> None:
+    """`rows_to_act_on` repeats the sinks' own failed checks and changes with every operator action:
+    the check sensor posts the sinks' checks, never the list."""
+    preflight, sink = dg.AssetKey(["sync", "preflight"]), dg.AssetKey(["gestimum", "contacts"])
+
+    @dg.op
+    def evaluations(context) -> None:  # type: ignore[no-untyped-def]  # (the module's annotations are strings)
+        for key, name in ((preflight, "rows_to_act_on"), (sink, "no_rejected_lines")):
+            context.log_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=key, check_name=name, passed=False, severity=dg.AssetCheckSeverity.WARN, description="1"
+                )
+            )
+
+    @dg.job
+    def operator_like() -> None:
+        evaluations()
+
+    result = operator_like.execute_in_process(instance=instance)
+    failed = failed_checks_of_run(instance, result.run_id)
+    assert [(c.evaluation.asset_key, c.evaluation.check_name) for c in failed] == [(sink, "no_rejected_lines")]

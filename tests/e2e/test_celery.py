@@ -35,6 +35,7 @@ import pytest
 from dagster._core.events import DagsterEventType
 from dagster_services import BIN, log_tail, pg_env, stop_group
 from databases import copy_database, init_state_store
+from dg_project import write_dg_project
 from invariants import check_invariants, statuses
 from sync_harness import insert_contacts, insert_customers, insert_movements, insert_references, query_rows
 
@@ -55,25 +56,6 @@ WORKERS = ("w1", "w2")
 # writing at once would overlap on the simulator's clock.
 REQUEST_DELAY_SECONDS = 0.4
 RUN_TIMEOUT_SECONDS = 240.0
-PYPROJECT = """\
-[project]
-name = "three-companies"
-version = "0"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "three_companies"
-code_location_target_module = "three_companies.definitions"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 
 
 def defs_yaml(name: str) -> str:
@@ -207,14 +189,7 @@ class Deployment:
 
 @pytest.fixture
 def deployment(broker: str, pg_server_url: str, crm_template: str, tmp_path: Path) -> Iterator[Deployment]:
-    package = tmp_path / "project" / "three_companies"
-    for name in COMPANIES:
-        (package / "defs" / name).mkdir(parents=True)
-        (package / "defs" / name / "defs.yaml").write_text(defs_yaml(name))
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    (tmp_path / "project" / "pyproject.toml").write_text(PYPROJECT)
+    write_dg_project(tmp_path / "project", "three_companies", {name: defs_yaml(name) for name in COMPANIES})
     # DAGSTER_HOME as the recipe makes it: the production instance and the workers' Celery settings.
     home = tmp_path / "dagster_home"
     home.mkdir()

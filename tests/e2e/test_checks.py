@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import dagster as dg
-from sync_harness import execute, insert_contacts, insert_customers, insert_movements, run_sync
+from sync_harness import execute, insert_contacts, insert_customers, insert_movements, insert_references, run_sync
 
 from gestimum_pipeline.defs.checks import build_state_checks
 from gestimum_pipeline.simulator.server import Fault, GestimumSimulator
@@ -157,3 +157,16 @@ def test_health_findings_on_an_empty_endpoint(database_url: str) -> None:
         waiting = health.waiting_too_long(store, "clients", max_age_seconds=3600)
         assert waiting.passed and waiting.summary == "no clients row has waited longer than 60 minutes"
         assert health.delivery_unknown(store, "documents_stock").passed
+
+
+def test_a_rejected_reference_is_named_as_people_write_its_key(crm_url: str, simulator: GestimumSimulator) -> None:
+    """A composite key reads `customer / item` in the check, not as the JSON array the store keeps."""
+    insert_customers(crm_url, [("OK1", "Bonne Entreprise", None, None, None, None, None, None, DAY_TS)])
+    insert_references(crm_url, [("OK1", "ZZ999", "REF-1", "5.25", DAY_TS)])  # an item Gestimum lacks
+    run = run_sync(crm_url, simulator.url, partition=DAY)
+    assert run.success, run.failures
+
+    check = run.checks["gestimum/references_clients_articles:no_rejected_lines"]
+    assert not check.passed
+    assert [r.data["source_key"] for r in check.metadata["rows"].value.records] == ["OK1 / ZZ999"]
+    assert "OK1 / ZZ999: Gestimum said:" in check.description and "[" not in check.description.split(":")[0]

@@ -14,28 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dg_project import write_dg_project
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-PYPROJECT = """\
-[project]
-name = "companies"
-version = "0"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "companies"
-code_location_target_module = "companies.definitions"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 VARIABLES = ("ACME_GESTIMUM_URL", "ACME_GESTIMUM_PASSWORD", "ACME_CRM_DATABASE_URL")
 POST_PROCESSING = """\
 post_processing:
@@ -50,12 +32,7 @@ post_processing:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    package = tmp_path / "companies"
-    (package / "defs").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    write_dg_project(tmp_path, "companies")
     return tmp_path
 
 

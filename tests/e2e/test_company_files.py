@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from databases import copy_database, init_state_store
+from dg_project import write_dg_project
 from sync_harness import insert_customers, insert_movements, state_records
 
 from gestimum_pipeline.components import GestimumSync
@@ -31,25 +32,6 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 DAY = "2026-03-10"
 COMPANIES = ("acme", "bravo")
-PYPROJECT = """\
-[project]
-name = "two-companies"
-version = "0"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "two_companies"
-code_location_target_module = "two_companies.definitions"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 
 
 def defs_yaml(name: str) -> str:
@@ -84,14 +66,7 @@ class TwoCompanies:
 
 @pytest.fixture
 def two(pg_server_url: str, crm_template: str, tmp_path: Path) -> Iterator[TwoCompanies]:
-    package = tmp_path / "project" / "two_companies"
-    for name in COMPANIES:
-        (package / "defs" / name).mkdir(parents=True)
-        (package / "defs" / name / "defs.yaml").write_text(defs_yaml(name))
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    (tmp_path / "project" / "pyproject.toml").write_text(PYPROJECT)
+    write_dg_project(tmp_path / "project", "two_companies", {name: defs_yaml(name) for name in COMPANIES})
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     crm = {name: copy_database(pg_server_url, crm_template, f"gp_{name}") for name in COMPANIES}

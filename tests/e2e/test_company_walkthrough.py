@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from databases import copy_database
+from dg_project import write_dg_project
 from sync_harness import insert_contacts, insert_customers, state_records
 
 from gestimum_pipeline.db import database_name, drop_database
@@ -24,25 +25,6 @@ pytestmark = pytest.mark.slow
 DOC = Path(__file__).resolve().parents[2] / "docs" / "company-files.md"
 BIN = Path(sys.executable).parent
 COMPANIES = ("acme", "bravo")
-PYPROJECT = """\
-[project]
-name = "two-companies"
-version = "0"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "two_companies"
-code_location_target_module = "two_companies.definitions"
-"""
-DEFINITIONS = """\
-from pathlib import Path
-
-import dagster as dg
-
-defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 
 
 def walkthrough_commands(doc: Path = DOC) -> list[str]:
@@ -71,12 +53,7 @@ Project = tuple[Path, dict[str, str], dict[str, str], dict[str, GestimumSimulato
 
 @pytest.fixture
 def project(pg_server_url: str, crm_template: str, tmp_path: Path) -> Iterator[Project]:
-    package = tmp_path / "project" / "two_companies"
-    (package / "defs").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    (tmp_path / "project" / "pyproject.toml").write_text(PYPROJECT)
+    write_dg_project(tmp_path / "project", "two_companies")
     (tmp_path / "dagster_home").mkdir()
     crm = {name: copy_database(pg_server_url, crm_template, f"gp_{name}") for name in COMPANIES}
     # The scaffolded company files: ACME.Gestimum / BRAVO.Gestimum, user SYNC.

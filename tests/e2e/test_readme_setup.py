@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dg_project import write_dg_project
 
 from gestimum_pipeline.crm.contract import RELATIONS, check_contract
 from gestimum_pipeline.db import connect
@@ -161,24 +162,10 @@ attributes:
   crm_schema: acme_crm
   state_schema: gestimum_sync_acme
 """
-PYPROJECT = """\
-[project]
-name = "companies"
-version = "0"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "companies"
-"""
 
 
 def test_crm_init_and_history_read_the_company_file(database_url: str, tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    folder = tmp_path / "companies" / "defs" / "acme"
-    folder.mkdir(parents=True)
-    (folder / "defs.yaml").write_text(ACME)
+    write_dg_project(tmp_path, "companies", {"acme": ACME}, code_location=False)
     home = tmp_path / "home"
     home.mkdir()
     env = clean_env(home, ACME_GESTIMUM_URL="http://gestimum.acme.test:8080/")

@@ -367,8 +367,8 @@ def _rejected_row_check(page: Page, deployment: Deployment, shots: Path) -> None
     page.locator("[title='no_rejected_lines']").click()
     expect(page.locator("span", has=page.locator("[title='no_rejected_lines']"))).to_contain_text("Failed")
     expect(page.get_by_text("Evaluation result", exact=True).locator("xpath=..")).to_contain_text("Failed")
-    # The check's description names the row and Gestimum's reason for refusing it.
-    expect(page.get_by_text(re.compile(re.escape(f"{key}: {reason}"))).first).to_be_visible()
+    # The check's description names the row and Gestimum's reason for refusing it, quoted as Gestimum's.
+    expect(page.get_by_text(re.compile(re.escape(f'{key}: Gestimum said: "{reason}"'))).first).to_be_visible()
     page.screenshot(path=str(shots / "rejected-row-check.png"))
 
 

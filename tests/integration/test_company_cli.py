@@ -7,22 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dg_project import write_dg_project
 
 from gestimum_pipeline.cli import main
 from gestimum_pipeline.companies import company_files_folder, find_company
 from gestimum_pipeline.db import connect
 
-PYPROJECT = """\
-[project]
-name = "companies"
-version = "0"
-
-[tool.dg]
-directory_type = "project"
-
-[tool.dg.project]
-root_module = "companies"
-"""
 ACME = """\
 type: gestimum_pipeline.components.GestimumSync
 attributes:
@@ -39,10 +29,7 @@ attributes:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    folder = tmp_path / "companies" / "defs" / "acme"
-    folder.mkdir(parents=True)
-    (folder / "defs.yaml").write_text(ACME)
+    write_dg_project(tmp_path, "companies", {"acme": ACME}, code_location=False)
     for variable in ("SYNC_STATE_DATABASE_URL", "CRM_DATABASE_URL", "GESTIMUM_URL", "GESTIMUM_FICHIER"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("ACME_GESTIMUM_URL", "http://gestimum.acme.test:8080")

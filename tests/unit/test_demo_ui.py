@@ -76,3 +76,16 @@ def test_the_demos_run_names_the_code_location_dg_dev_serves() -> None:
     assert project["code_location_name"] == demo.CODE_LOCATION
     assert project["code_location_target_module"] == demo.DEFINITIONS_MODULE
     assert demo.project_root() == REPO
+
+
+def test_a_port_in_use_is_refused_before_dg_dev_starts() -> None:
+    import socket
+
+    import pytest
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"port {port} on 127.0.0.1 is not free"):
+            demo._require_free_port(port)
