@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/small.py` puts bench/ first, not the repository
     sys.path.insert(0, str(ROOT))
 
+from bench.celery_workers import pg_env  # noqa: E402
 from bench.common import DATA_START, TIMEZONE, Setup  # noqa: E402
 from bench.harness import (  # noqa: E402
     DEFAULT_SERVER_URL,
@@ -161,11 +162,20 @@ def median(samples: list[dict[str, Any]], sink_samples: list[dict[str, Any]]) ->
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """The small-run figures; `args` needs customers, runs, keep and database_url."""
+    instance = getattr(args, "instance", "sqlite")  # bench/run.py's namespace has none: the local one
     crm_url = build_crm(args.database_url, args.customers)
     sink = Sink()
     home = Path(tempfile.mkdtemp(prefix="gestimum-bench-small-"))
     try:
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        dagster_db = f"{DATABASE}_dagster"
+        if instance == "postgres":  # the production instance: event log and runs in PostgreSQL
+            shutil.copy(ROOT / "docs" / "production" / "dagster.yaml", home / "dagster.yaml")
+            drop_database(args.database_url, dagster_db)
+            instance_env = pg_env(create_database(args.database_url, dagster_db))
+            os.environ.update(instance_env)  # this process reads the runs' events too (sync_work_seconds)
+        else:
+            shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+            instance_env = {}
         trivial_project = home / "trivial_project"
         trivial_project.mkdir()
         (trivial_project / "pyproject.toml").write_text(TRIVIAL_PROJECT)
@@ -180,6 +190,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             GESTIMUM_UTILISATEUR="BENCH",
             GESTIMUM_MOT_PASSE="",
             GESTIMUM_SYNC_TIMEZONE=TIMEZONE,  # the day's rows are on one UTC day (bench/common.py)
+            **instance_env,
         )
         command = launch_command(DAY.isoformat())
         results: dict[str, Any] = {}
@@ -237,6 +248,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
         if not args.keep:
             drop_database(args.database_url, DATABASE)
+        if instance == "postgres":
+            for name in instance_env:
+                os.environ.pop(name, None)
+            drop_database(args.database_url, dagster_db)
     trivial = results["trivial"]
     for name in ("first_run", "noop", "changed"):
         results[name]["to_trivial_wall"] = round(results[name]["wall_seconds"] / trivial["wall_seconds"], 2)
@@ -258,14 +273,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "target": f"<= {NOOP_TARGET}x the trivial job, 0 requests",
         "met": noop["to_trivial_wall"] <= NOOP_TARGET and max(noop["requests"]) == 0,
     }
-    return {"customers": args.customers, "day": DAY.isoformat(), "edited_customers": EDITED, **results}
+    return {
+        "customers": args.customers,
+        "day": DAY.isoformat(),
+        "edited_customers": EDITED,
+        "instance": instance,
+        **results,
+    }
 
 
 def print_small(results: dict[str, Any]) -> None:
     runs = results["trivial"]["runs"]
     print(
         f"== small runs: {results['customers']} customers on {results['day']}, `dg launch --assets '*'"
-        f" --partition {results['day']}`, whole process, median of {runs}"
+        f" --partition {results['day']}`, whole process, median of {runs}, {results['instance']} instance"
     )
     print(
         f"  {'run':12} {'wall s':>8} {'x triv':>7} {'CPU s':>7} {'sync s':>7} {'WAL KiB':>8} {'PG conn':>7}"
@@ -297,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per variant; the median is printed")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--instance",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Dagster instance: the local dagster.yaml (SQLite) or docs/production/dagster.yaml (PostgreSQL)",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("GESTIMUM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),
