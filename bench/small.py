@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/small.py` puts bench/ first, not the repository
     sys.path.insert(0, str(ROOT))
 
+from bench.celery_workers import pg_env  # noqa: E402
 from bench.common import DATA_START, TIMEZONE, Setup  # noqa: E402
 from bench.harness import (  # noqa: E402
     DEFAULT_SERVER_URL,
@@ -115,6 +116,19 @@ def sql(url: str, statement: str) -> None:
         conn.close()
 
 
+def sessions(server_url: str) -> int:
+    """Connections opened so far to the benchmark's database (pg_stat_database, PostgreSQL 14+)."""
+    conn = connect(server_url, "bench server")
+    try:
+        with conn.cursor() as cur:
+            # The counters are flushed by each backend at its own pace: give the run's a moment.
+            time.sleep(0.5)
+            cur.execute("SELECT coalesce(sum(sessions), 0) FROM pg_stat_database WHERE datname = %s", (DATABASE,))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
 def sync_work_seconds(home: Path) -> float:
     """The sync's own work in the instance's latest run: its transforms' and sinks' `duration_seconds`."""
     import dagster as dg  # only the parent reads the instance; imported late to keep `--help` quick
@@ -137,7 +151,7 @@ def sync_work_seconds(home: Path) -> float:
 def median(samples: list[dict[str, Any]], sink_samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         key: round(statistics.median(s[key] for s in samples), 3)
-        for key in ("wall_seconds", "cpu_seconds", "wal_bytes", "sync_work_seconds")
+        for key in ("wall_seconds", "cpu_seconds", "wal_bytes", "sync_work_seconds", "connections")
         if key in samples[0]
     }
     out["runs"] = len(samples)
@@ -148,11 +162,20 @@ def median(samples: list[dict[str, Any]], sink_samples: list[dict[str, Any]]) ->
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """The small-run figures; `args` needs customers, runs, keep and database_url."""
+    instance = getattr(args, "instance", "sqlite")  # bench/run.py's namespace has none: the local one
     crm_url = build_crm(args.database_url, args.customers)
     sink = Sink()
     home = Path(tempfile.mkdtemp(prefix="gestimum-bench-small-"))
     try:
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        dagster_db = f"{DATABASE}_dagster"
+        if instance == "postgres":  # the production instance: event log and runs in PostgreSQL
+            shutil.copy(ROOT / "docs" / "production" / "dagster.yaml", home / "dagster.yaml")
+            drop_database(args.database_url, dagster_db)
+            instance_env = pg_env(create_database(args.database_url, dagster_db))
+            os.environ.update(instance_env)  # this process reads the runs' events too (sync_work_seconds)
+        else:
+            shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+            instance_env = {}
         trivial_project = home / "trivial_project"
         trivial_project.mkdir()
         (trivial_project / "pyproject.toml").write_text(TRIVIAL_PROJECT)
@@ -167,6 +190,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             GESTIMUM_UTILISATEUR="BENCH",
             GESTIMUM_MOT_PASSE="",
             GESTIMUM_SYNC_TIMEZONE=TIMEZONE,  # the day's rows are on one UTC day (bench/common.py)
+            **instance_env,
         )
         command = launch_command(DAY.isoformat())
         results: dict[str, Any] = {}
@@ -183,9 +207,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 elif before:
                     sql(crm_url, before)
                 sink.reset()
+                opened = sessions(args.database_url)
                 lsn = wal_lsn(args.database_url)
                 sample: dict[str, Any] = timed(command, env, project)
                 sample["wal_bytes"] = wal_bytes(args.database_url, lsn)
+                sample["connections"] = sessions(args.database_url) - opened
                 if project == ROOT:
                     sample["sync_work_seconds"] = sync_work_seconds(home)
                 samples.append(sample)
@@ -222,6 +248,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
         if not args.keep:
             drop_database(args.database_url, DATABASE)
+        if instance == "postgres":
+            for name in instance_env:
+                os.environ.pop(name, None)
+            drop_database(args.database_url, dagster_db)
     trivial = results["trivial"]
     for name in ("first_run", "noop", "changed"):
         results[name]["to_trivial_wall"] = round(results[name]["wall_seconds"] / trivial["wall_seconds"], 2)
@@ -243,23 +273,32 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "target": f"<= {NOOP_TARGET}x the trivial job, 0 requests",
         "met": noop["to_trivial_wall"] <= NOOP_TARGET and max(noop["requests"]) == 0,
     }
-    return {"customers": args.customers, "day": DAY.isoformat(), "edited_customers": EDITED, **results}
+    return {
+        "customers": args.customers,
+        "day": DAY.isoformat(),
+        "edited_customers": EDITED,
+        "instance": instance,
+        **results,
+    }
 
 
 def print_small(results: dict[str, Any]) -> None:
     runs = results["trivial"]["runs"]
     print(
         f"== small runs: {results['customers']} customers on {results['day']}, `dg launch --assets '*'"
-        f" --partition {results['day']}`, whole process, median of {runs}"
+        f" --partition {results['day']}`, whole process, median of {runs}, {results['instance']} instance"
     )
-    print(f"  {'run':12} {'wall s':>8} {'x triv':>7} {'CPU s':>7} {'sync s':>7} {'WAL KiB':>8}  requests / lines")
+    print(
+        f"  {'run':12} {'wall s':>8} {'x triv':>7} {'CPU s':>7} {'sync s':>7} {'WAL KiB':>8} {'PG conn':>7}"
+        "  requests / lines"
+    )
     for name in ("trivial", "first_run", "noop", "changed"):
         r = results[name]
         ratio = f"{r['to_trivial_wall']:7.2f}" if name != "trivial" else f"{1:7.2f}"
         work = f"{r['sync_work_seconds']:7.2f}" if "sync_work_seconds" in r else f"{'':7}"
         print(
             f"  {name:12} {r['wall_seconds']:8.2f} {ratio} {r['cpu_seconds']:7.2f} {work}"
-            f" {r['wal_bytes'] / 1024:8.0f}  {r['requests']} / {r['lines']}"
+            f" {r['wal_bytes'] / 1024:8.0f} {r['connections']:7.0f}  {r['requests']} / {r['lines']}"
         )
     f = results["floor"]
     print(
@@ -279,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per variant; the median is printed")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--instance",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Dagster instance: the local dagster.yaml (SQLite) or docs/production/dagster.yaml (PostgreSQL)",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("GESTIMUM_BENCH_DATABASE_URL", DEFAULT_SERVER_URL),

@@ -14,8 +14,10 @@ Nothing here ever puts a password in an exception message or a log line
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg2
@@ -190,8 +192,11 @@ def connect(
     reached or refuses us; both name `setting` and hide the password.
     """
     dsn = psycopg2_dsn(url, setting=setting)
+    pooled = _POOL.take(dsn, autocommit)
+    if pooled is not None:
+        return pooled
     try:
-        conn = psycopg2.connect(dsn)
+        conn = psycopg2.connect(dsn, connection_factory=_PooledConnection) if _POOL.active else psycopg2.connect(dsn)
     except psycopg2.Error as exc:
         parsed = _parse(url, setting)
         password = parsed.password or parsed.query.get("password")
@@ -199,7 +204,121 @@ def connect(
         # `from None`: the driver exception adds nothing the reason lacks.
         raise DatabaseUnavailable(setting, url, db_reason(exc, password)) from None
     conn.autocommit = autocommit
+    if isinstance(conn, _PooledConnection):
+        conn.pool_key = dsn
     return conn
+
+
+class _PooledConnection(psycopg2.extensions.connection):
+    """A connection opened while pooling is on: `close()` hands it back, reset, to the pool."""
+
+    pool_key: str = ""
+
+    def close(self) -> None:
+        if not _POOL.give_back(self):
+            super().close()
+
+    def discard(self) -> None:
+        super().close()
+
+
+class _Pool:
+    """Idle connections kept between the steps of one run (`pooling`), per DSN, this process only.
+
+    A run's steps each open and close their own connections (the state store, the CRM, the
+    company lock): about 60 on a run with nothing to send, each a server process started. While
+    pooling is on, a closed connection is reset (rolled back, `DISCARD ALL`: temporary tables,
+    session settings, advisory locks and cursors gone) and kept; the next `connect` to the same
+    DSN takes it after one round trip proving it alive. Off, `close()` closes, as always.
+    """
+
+    MAX_IDLE = 8  # per DSN: a run holds a few at once (store, writer, lock, CRM)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._pid = os.getpid()
+        self._idle: dict[str, list[_PooledConnection]] = {}
+
+    @property
+    def active(self) -> bool:
+        return self._users > 0 and self._pid == os.getpid()
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours to use
+                self._pid, self._idle, self._users = os.getpid(), {}, 0
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            self._users = max(0, self._users - 1)
+            if self._users:
+                return
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.discard()
+
+    def take(self, dsn: str, autocommit: bool) -> _PooledConnection | None:
+        while True:
+            with self._lock:
+                if not self.active or not self._idle.get(dsn):
+                    return None
+                conn = self._idle[dsn].pop()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")  # autocommit (reset): no transaction left open
+                conn.autocommit = autocommit
+                return conn
+            except psycopg2.Error:
+                conn.discard()  # terminated while idle: try the next, or open a new one
+
+    def give_back(self, conn: _PooledConnection) -> bool:
+        if conn.closed or not self.active or not conn.pool_key:
+            return False
+        with self._lock:
+            if len(self._idle.get(conn.pool_key, ())) >= self.MAX_IDLE:
+                return False
+        try:
+            if not conn.autocommit:
+                conn.rollback()
+            conn.autocommit = True
+            conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT", deferrable="DEFAULT")
+            with conn.cursor() as cur:
+                cur.execute("DISCARD ALL")
+            conn.notices.clear()
+        except psycopg2.Error:
+            return False
+        with self._lock:
+            if not self.active:
+                return False
+            self._idle.setdefault(conn.pool_key, []).append(conn)
+        return True
+
+
+_POOL = _Pool()
+
+
+@contextlib.contextmanager
+def pooling() -> Iterator[None]:
+    """Within it, this process's connections are kept and reused (see `_Pool`); nestable."""
+    _POOL.enter()
+    try:
+        yield
+    finally:
+        _POOL.leave()
+
+
+def start_pooling() -> None:
+    """`pooling` for a resource's setup (paired with `stop_pooling` at its teardown)."""
+    _POOL.enter()
+
+
+def stop_pooling() -> None:
+    _POOL.leave()
 
 
 def create_database(server_url: str, name: str, *, setting: str = "database URL") -> str:

@@ -15,7 +15,7 @@ the preflight would post the secrets there.
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -23,7 +23,7 @@ import psycopg2.extensions
 from pydantic import Field
 
 from gestimum_pipeline.crm.contract import check_contract
-from gestimum_pipeline.db import connect, validate_identifier
+from gestimum_pipeline.db import connect, start_pooling, stop_pooling, validate_identifier
 from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.gestimum.batching import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES
 from gestimum_pipeline.gestimum.client import GestimumClient
@@ -195,6 +195,14 @@ class SyncStateDatabase(dg.ConfigurableResource):
     def setting_label(self, field: str) -> str | None:
         return self.setting if field == "url" else None
 
+    # One run's steps share their PostgreSQL connections (db.pooling): Dagster sets a run's
+    # resources up once per process before its steps and tears them down after them.
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        start_pooling()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        stop_pooling()
+
     def open(self, endpoints: EndpointRegistry = ENDPOINTS) -> StateStore:
         store = StateStore(
             self.url, self.schema_name, setting=self.setting, endpoints=endpoints, init_command=self.init_command
@@ -234,7 +242,7 @@ def fixed_resource(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
     wired = {name: getattr(resource, name) for name in resource_type.model_fields}
     variables = {name: value.env_var_name for name, value in wired.items() if isinstance(value, dg.EnvVar)}
 
-    def build(_context: dg.InitResourceContext) -> dg.ConfigurableResource:
+    def build(context: dg.InitResourceContext) -> Iterator[dg.ConfigurableResource]:
         values = dict(wired)
         for name, variable in variables.items():
             value = os.environ.get(variable)
@@ -248,7 +256,13 @@ def fixed_resource(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
                     "which is not set: set it where runs execute"
                 )
             values[name] = value
-        return resource_type(**values)
+        built = resource_type(**values)
+        # A function resource skips the class's own hooks: run them as Dagster would.
+        built.setup_for_execution(context)
+        try:
+            yield built
+        finally:
+            built.teardown_after_execution(context)
 
     summary = ", ".join(f"{name} from {variable}" for name, variable in variables.items())
     description = " ".join((resource_type.__doc__ or resource_type.__name__).split())

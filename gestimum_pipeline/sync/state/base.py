@@ -111,6 +111,9 @@ class StoreBase:
         # Recorded in the `detail` of every operator action made through this store: how the
         # action was launched (the Dagster run's tags; that its actor is declared, not proven).
         self.action_provenance: dict[str, Any] = {}
+        # Endpoints whose last staged chunk was taken whole (staging.py): the next chunk skips
+        # the lookup of unchanged rows, which only pays when some are found.
+        self._taken_whole: set[str] = set()
 
     # -- connection ---------------------------------------------------------------
     @property

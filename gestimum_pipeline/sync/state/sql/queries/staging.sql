@@ -12,7 +12,20 @@ CREATE TEMP TABLE IF NOT EXISTS staged_rows (
 -- a row whose delivery is unknown. A row stored in flight (stores before migration 7) takes
 -- the new version and stays in flight: the outcome of the line sent is recorded against
 -- `sent_hash`, then the change is sent next. `force` re-stages unchanged rows too.
-WITH taken AS (
+-- `settled`: staged rows the upsert would leave alone, dropped before it (one primary-key
+-- lookup each), because the upsert locks every existing row it meets: a WAL record and a
+-- dirtied page per unchanged row. The upsert's own WHERE still decides, on the latest
+-- version, for every row that gets there. OFFSET 0 keeps it a lookup per staged row (an
+-- anti-join could hash every record). `known` false (the previous chunk was taken whole: a
+-- first staging) skips the lookups, which would find nothing.
+WITH settled AS (
+    SELECT s.source_key FROM staged_rows s
+    WHERE %(known)s AND EXISTS (SELECT 1 FROM {schema}.records o
+                                WHERE o.endpoint = %(endpoint)s AND o.source_key = s.source_key
+                                  AND (o.content_hash = s.content_hash AND NOT %(force)s
+                                       OR o.status = 'delivery_unknown')
+                                OFFSET 0)
+), taken AS (
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
     parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
@@ -21,6 +34,7 @@ SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'local' END, coalesce(s.partition, %(partition)s), %(run_id)s,
        %(version)s::numeric
 FROM staged_rows s
+WHERE NOT EXISTS (SELECT 1 FROM settled d WHERE d.source_key = s.source_key)
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
     status = CASE WHEN r.status = 'in_flight' THEN 'in_flight' ELSE EXCLUDED.status END,
     line = EXCLUDED.line, content_hash = EXCLUDED.content_hash,
@@ -51,7 +65,18 @@ SELECT status, partition FROM taken
 -- sent) is re-staged. A movement in an open request keeps the line sent,
 -- whatever the staging's snapshot (not_in_open_request, migration 0008, evaluated last): a
 -- new version is noted aside (stage_stock_diverged), never sent after it.
-WITH taken AS (
+-- `settled`: as stage_master's, the rows the upsert would refuse on the snapshot's version
+-- (unchanged, or already sent); the upsert's WHERE still decides for the others.
+WITH settled AS (
+    SELECT s.source_key FROM staged_rows s
+    WHERE %(known)s AND EXISTS (
+        SELECT 1 FROM {schema}.records o
+        WHERE o.endpoint = %(endpoint)s AND o.source_key = s.source_key
+          AND NOT ((o.status = 'pending' OR (o.status = 'rejected' AND o.reason_source IN ('local', 'gestimum')))
+                   AND o.content_hash IS DISTINCT FROM s.content_hash
+                   OR (o.status = 'ignored' AND o.reason_source = 'crm'))
+        OFFSET 0)
+), taken AS (
 INSERT INTO {schema}.records AS r (endpoint, source_key, status, line, content_hash,
     parent_key, group_key, sort_key, reason, reason_source, partition, run_id, source_version)
 SELECT %(endpoint)s, s.source_key,
@@ -60,6 +85,7 @@ SELECT %(endpoint)s, s.source_key,
        CASE WHEN s.line IS NULL THEN 'local' END, coalesce(s.partition, %(partition)s), %(run_id)s,
        %(version)s::numeric
 FROM staged_rows s
+WHERE NOT EXISTS (SELECT 1 FROM settled d WHERE d.source_key = s.source_key)
 ON CONFLICT (endpoint, source_key) DO UPDATE SET
     status = EXCLUDED.status,
     line = EXCLUDED.line, content_hash = EXCLUDED.content_hash,
