@@ -77,12 +77,11 @@ def test_materialize_a_partition_range_from_the_command_line(
         # Each day its own CRM rows and lines: one customer a day, the contact on the 2nd.
         days = ["2026-02-01", "2026-02-02", "2026-02-03"]
         per_day = {}
-        for record in instance.get_event_records(
-            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION), limit=1000
-        ):
-            mat = record.asset_materialization
-            assert mat is not None
-            per_day[mat.asset_key.to_user_string(), mat.partition] = mat.metadata
+        for key in ("crm/customers", "gestimum/contacts"):
+            for record in instance.fetch_materializations(dg.AssetKey.from_user_string(key), limit=100).records:
+                mat = record.asset_materialization
+                assert mat is not None
+                per_day[key, mat.partition] = mat.metadata
         assert [per_day["crm/customers", d]["dagster/partition_row_count"].value for d in days] == [1, 1, 1]
         assert [per_day["gestimum/contacts", d]["lines_sent"].value for d in days] == [0, 1, 0]
         assert per_day["gestimum/contacts", days[-1]]["run_lines_sent"].value == 1
