@@ -9,6 +9,7 @@ whereabouts is durable in the state store between steps.
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from gestimum_pipeline.defs.metadata import (
 from gestimum_pipeline.defs.partitions import backfill_policy, daily_partitions
 from gestimum_pipeline.defs.preflight import run_preflight
 from gestimum_pipeline.defs.resources import (
+    STATE_URL_SETTING,
     ConfigurationError,
     CrmDatabase,
     GestimumApi,
@@ -179,6 +181,23 @@ def _transient(what: str, exc: Exception) -> dg.Failure:
     return dg.Failure(description=f"{what}: {exc}", allow_retries=True)
 
 
+@contextmanager
+def _settings_named(context: dg.AssetExecutionContext, settings: Settings) -> Iterator[None]:
+    """A step's failure names the company file's own settings (ACME_CRM_DATABASE_URL (…/defs.yaml,
+    crm_url), ...) where the sync's messages name the defaults (CRM_DATABASE_URL, ...)."""
+    try:
+        yield
+    except dg.Failure as failure:
+        res = _resources(context, settings)
+        names = {**res.crm.setting_names(), STATE_URL_SETTING: res.sync_state.setting}
+        description = rename_settings(failure.description or "", names)
+        if description == failure.description:
+            raise
+        raise dg.Failure(
+            description=description, metadata=failure.metadata, allow_retries=failure.allow_retries
+        ) from None
+
+
 def _asset_tags(settings: Settings, endpoint: str | None = None) -> dict[str, str]:
     tags = {COMPANY_FILE_TAG: company_file_tag(settings.company_file)}
     if endpoint is not None:
@@ -255,6 +274,10 @@ def build_source(relation: str, partitions: dg.PartitionsDefinition, settings: S
         ],
     )
     def _source(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        with _settings_named(context, settings):
+            yield from _read_source(context)
+
+    def _read_source(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         res = _resources(context, settings)
         crm, sync_options = res.crm, res.sync_options
         window = _window(context, sync_options)
@@ -354,6 +377,10 @@ def build_transform(
         "staged in the sync state store, invalid ones rejected there with their reason.",
     )
     def _transform(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        with _settings_named(context, settings):
+            return _stage(context)
+
+    def _stage(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         res = _resources(context, settings)
         crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         window = _window(context, sync_options)

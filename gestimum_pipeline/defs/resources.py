@@ -54,6 +54,7 @@ GESTIMUM_SETTINGS = {
 }
 CRM_URL_SETTING = "CRM_DATABASE_URL"
 CRM_SCHEMA_SETTING = "CRM_SCHEMA"
+STATE_URL_SETTING = "SYNC_STATE_DATABASE_URL"
 
 
 def rename_settings(text: str, names: Mapping[str, str]) -> str:
@@ -188,7 +189,7 @@ class SyncStateDatabase(dg.ConfigurableResource):
     url: str = Field(description="PostgreSQL URL (SYNC_STATE_DATABASE_URL, default CRM_DATABASE_URL)", repr=False)
     schema_name: str = STATE_SCHEMA
     setting: str = Field(
-        default="SYNC_STATE_DATABASE_URL", description="The variable the URL comes from, named in error messages"
+        default=STATE_URL_SETTING, description="The variable the URL comes from, named in error messages"
     )
     init_command: str = Field(default=INIT_COMMAND, description="The command that creates the store, in messages")
 

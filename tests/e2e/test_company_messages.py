@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 from databases import init_state_store
-from reliability import DAY_TS, deployment, environment, execute, run_job, seed_standard
+from reliability import DAY_TS, deployment, environment, execute, kill_crm_stream_at, run_job, seed_standard
 
 from gestimum_pipeline.components import GestimumSync
 from gestimum_pipeline.defs.preflight import PreflightReport, run_preflight
@@ -127,4 +127,20 @@ def test_a_sink_refused_by_gestimum_names_the_company_files_settings(
         message = run.failure("gestimum/documents_stock")
         assert f"user ({DEFS_YAML}) and ACME_GESTIMUM_PASSWORD ({DEFS_YAML}, password)" in message, message
         assert "Gestimum refused the user or password" in message
+        assert not DEFAULT_NAMES.search(message), message
+
+
+def test_a_crm_lost_mid_stream_names_the_company_files_variable(pg_server_url: str) -> None:
+    """The sync's own messages name CRM_DATABASE_URL; a company file's transform failure names its
+    defs.yaml's variable instead (here the CRM backend dies while the movements stream)."""
+    with deployment(pg_server_url) as dep:
+        seed_standard(dep.crm_url)
+        kill_crm_stream_at(dep, 8)
+        dep.options["chunk_size"] = 2
+        dep.crm["setting"] = f"ACME_CRM_DATABASE_URL ({DEFS_YAML}, crm_url)"
+        dep.state["setting"] = f"ACME_CRM_DATABASE_URL ({DEFS_YAML}, crm_url)"
+        run = run_job(dep)
+        message = run.failure("transform/documents_stock")
+        assert "CRM connection failed while streaming stock_movements" in message, message
+        assert f"the CRM (ACME_CRM_DATABASE_URL ({DEFS_YAML}, crm_url)) is reachable" in message, message
         assert not DEFAULT_NAMES.search(message), message

@@ -37,6 +37,7 @@ from reliability import (
     as_role,
     deployment,
     execute,
+    kill_crm_stream_at,
     run_job,
     seed_standard,
 )
@@ -381,35 +382,7 @@ def test_state_store_unreachable_at_start(dep_separate_state: Deployment, capsys
 
 def test_crm_connection_dropped_while_rows_stream(dep: Deployment, capsys: pytest.CaptureFixture) -> None:
     """The CRM backend dies between two chunks of the movements' stream (a view kills its session)."""
-    admin = admin_url_of(dep.crm_url, dep.server_url)
-    execute(
-        dep.crm_url,
-        [
-            ("ALTER TABLE crm.stock_movements RENAME TO stock_movements_data", None),
-            ("CREATE INDEX ON crm.stock_movements_data (direction, warehouse_code, id)", None),
-            ("CREATE TABLE crm.fault_switch (kill_at bigint)", None),
-            ("INSERT INTO crm.fault_switch VALUES (8)", None),
-            (
-                # Kills its own session when the stream (a FETCH of the named cursor) reaches the row.
-                """CREATE FUNCTION crm.fault_gate(movement bigint) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
-                BEGIN
-                    IF current_query() ILIKE 'FETCH%' AND movement IN (SELECT kill_at FROM crm.fault_switch) THEN
-                        PERFORM pg_terminate_backend(pg_backend_pid());
-                    END IF;
-                    RETURN true;
-                END $$""",
-                None,
-            ),
-            (
-                "CREATE VIEW crm.stock_movements AS SELECT id, direction, warehouse_code, item_code, quantity, moved_at"
-                " FROM crm.stock_movements_data WHERE crm.fault_gate(id)",
-                None,
-            ),
-        ],
-    )
-    name = database_name(dep.crm_url)
-    # Rows then stream lazily through the index, chunk by chunk, instead of one sort up front.
-    execute(admin, [(f'ALTER DATABASE "{name}" SET enable_sort = off', ())])
+    kill_crm_stream_at(dep, 8)
     dep.options["chunk_size"] = 2
     case = CaseRecord(
         "fault",

@@ -114,6 +114,8 @@ class Deployment:
     password: str = GESTIMUM_PASSWORD
     api: dict[str, Any] = field(default_factory=dict)  # GestimumApi overrides
     options: dict[str, Any] = field(default_factory=dict)  # SyncOptions overrides
+    crm: dict[str, Any] = field(default_factory=dict)  # CrmDatabase overrides (e.g. a company file's setting)
+    state: dict[str, Any] = field(default_factory=dict)  # SyncStateDatabase overrides
 
     def __post_init__(self) -> None:
         self.gestimum_url = self.gestimum_url or self.simulator.url
@@ -145,9 +147,9 @@ class Deployment:
             **self.api,
         }
         return {
-            "crm": CrmDatabase(url=dg.EnvVar("CRM_DATABASE_URL")),
+            "crm": CrmDatabase(url=dg.EnvVar("CRM_DATABASE_URL"), **self.crm),
             "gestimum": GestimumApi(**api),
-            "sync_state": SyncStateDatabase(url=dg.EnvVar("SYNC_STATE_DATABASE_URL")),
+            "sync_state": SyncStateDatabase(url=dg.EnvVar("SYNC_STATE_DATABASE_URL"), **self.state),
             "sync_options": SyncOptions(**self.options),
         }
 
@@ -347,3 +349,35 @@ def seed_standard(crm_url: str, ts: str = DAY_TS) -> dict[str, int]:
         "customer_item_references": len(references),
         "stock_movements": len(movements),
     }
+
+
+def kill_crm_stream_at(dep: Deployment, movement_id: int) -> None:
+    """The CRM backend dies while the movements stream, when the FETCH reaches `movement_id`: the
+    relation becomes a view that kills its own session there. Rows then stream lazily through an
+    index, chunk by chunk (sorting is off in the CRM database), as a large table's would."""
+    execute(
+        dep.crm_url,
+        [
+            ("ALTER TABLE crm.stock_movements RENAME TO stock_movements_data", None),
+            ("CREATE INDEX ON crm.stock_movements_data (direction, warehouse_code, id)", None),
+            ("CREATE TABLE crm.fault_switch (kill_at bigint)", None),
+            ("INSERT INTO crm.fault_switch VALUES (%s)", (movement_id,)),
+            (
+                """CREATE FUNCTION crm.fault_gate(movement bigint) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+                BEGIN
+                    IF current_query() ILIKE 'FETCH%' AND movement IN (SELECT kill_at FROM crm.fault_switch) THEN
+                        PERFORM pg_terminate_backend(pg_backend_pid());
+                    END IF;
+                    RETURN true;
+                END $$""",
+                None,
+            ),
+            (
+                "CREATE VIEW crm.stock_movements AS SELECT id, direction, warehouse_code, item_code, quantity, moved_at"
+                " FROM crm.stock_movements_data WHERE crm.fault_gate(id)",
+                None,
+            ),
+        ],
+    )
+    admin = admin_url_of(dep.crm_url, dep.server_url)
+    execute(admin, [(f'ALTER DATABASE "{database_name(dep.crm_url)}" SET enable_sort = off', ())])
