@@ -5,26 +5,16 @@ handled with `ignore`. Real runs of the graph against the simulator, real Postgr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from invariants import statuses
-from reliability import Deployment, deployment, execute, run_job, seed_standard
+from reliability import Deployment, execute, run_job
 
 from gestimum_pipeline.cli import main as cli
 
 pytestmark = pytest.mark.slow
 CHECK = "no_crm_row_deleted_after_import"
-
-
-@pytest.fixture
-def synced(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url, template=sync_role_crm_template) as d:
-        seed_standard(d.crm_url)
-        run = run_job(d)
-        assert run.success, run.failures
-        yield d
 
 
 def deletions(dep: Deployment) -> dict[str, Any]:

@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
 from invariants import assert_no_secret
-from reliability import DAY_TS, Deployment, deployment, environment, execute, run_job, seed_standard
+from reliability import DAY_TS, Deployment, environment, execute, run_job
 
 from gestimum_pipeline.cli import main as cli
 from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.settings import Settings
 
 ACTOR = "alice.operator"
-
-
-@pytest.fixture
-def synced(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url, template=sync_role_crm_template) as d:
-        seed_standard(d.crm_url)
-        run = run_job(d)
-        assert run.success, run.failures
-        yield d
 
 
 def history(capsys: pytest.CaptureFixture[str], dep: Deployment, *args: str) -> tuple[int, str, str]:

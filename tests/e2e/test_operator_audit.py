@@ -4,12 +4,10 @@ reaches it may launch `operator_ignore` under any name."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dagster as dg
 import pytest
 from invariants import statuses
-from reliability import Deployment, deployment, environment, run_job, seed_standard
+from reliability import Deployment, environment
 
 from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.operator_jobs import ACTOR_DECLARED
@@ -17,15 +15,6 @@ from gestimum_pipeline.defs.settings import Settings
 from gestimum_pipeline.sync.state import StateStore
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def synced(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url, template=sync_role_crm_template) as d:
-        seed_standard(d.crm_url)
-        run = run_job(d)
-        assert run.success, run.failures
-        yield d
 
 
 def test_an_operator_job_records_its_run_its_tags_and_an_unproven_actor(synced: Deployment) -> None:

@@ -4,13 +4,12 @@ on them. The same operations as the `gestimum-pipeline` command (sync/operator.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pytest
 from invariants import statuses
-from reliability import Deployment, deployment, environment, run_job, seed_standard
+from reliability import Deployment, environment, run_job
 
 from gestimum_pipeline.defs.build import build_definitions
 from gestimum_pipeline.defs.settings import Settings
@@ -18,15 +17,6 @@ from gestimum_pipeline.sync.state import StateStore
 
 pytestmark = pytest.mark.slow
 ACTOR = "bob.operator"
-
-
-@pytest.fixture
-def synced(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
-    with deployment(pg_server_url, template=sync_role_crm_template) as d:
-        seed_standard(d.crm_url)
-        run = run_job(d)
-        assert run.success, run.failures
-        yield d
 
 
 def _launch(

@@ -29,16 +29,6 @@ from gestimum_pipeline.sync.state import StateStore
 ACTOR = "alice.operator"
 
 
-@pytest.fixture
-def synced(pg_server_url: str, sync_role_crm_template: str) -> Iterator[Deployment]:
-    """The standard CRM after one run: rejected (locally and by Gestimum) and held rows exist."""
-    with deployment(pg_server_url, template=sync_role_crm_template) as d:
-        seed_standard(d.crm_url)
-        run = run_job(d)
-        assert run.success, run.failures
-        yield d
-
-
 def gp(dep: Deployment, *args: str) -> list[str]:
     return [args[0], "--database-url", dep.state_url, *args[1:]]
 
