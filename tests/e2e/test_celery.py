@@ -34,9 +34,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
-from dagster_services import BIN, log_tail, pg_env, stop_group
+from dagster_services import BIN, environ_without_settings, log_tail, pg_env, stop_group
 from databases import copy_database, init_state_store
-from dg_project import write_dg_project
+from dg_project import company_defs_yaml, company_env, write_dg_project
 from invariants import check_invariants, statuses
 from sync_harness import insert_contacts, insert_customers, insert_movements, insert_references, query_rows
 
@@ -63,18 +63,7 @@ RUN_TIMEOUT_SECONDS = 240.0
 
 
 def defs_yaml(name: str) -> str:
-    upper = name.upper()
-    return f"""\
-type: gestimum_pipeline.components.GestimumSync
-attributes:
-  name: {name}
-  gestimum_url: "{{{{ env.{upper}_GESTIMUM_URL }}}}"
-  company_file: {upper}.Gestimum
-  user: SYNC
-  password: "{{{{ env.{upper}_GESTIMUM_PASSWORD }}}}"
-  crm_url: "{{{{ env.{upper}_CRM_DATABASE_URL }}}}"
-  start_date: "2026-01-01"
-"""
+    return company_defs_yaml(name, start_date='"2026-01-01"')
 
 
 # --------------------------------------------------------------------------- the broker
@@ -207,7 +196,7 @@ def deployment(broker: str, pg_server_url: str, crm_template: str, tmp_path: Pat
     crm = {name: copy_database(pg_server_url, crm_template, f"gp_celery_{name}") for name in COMPANIES}
     for name in COMPANIES:  # `gestimum-pipeline state init` of each company file's store
         init_state_store(crm[name])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+    env = environ_without_settings()
     env.update(
         {
             "DAGSTER_HOME": str(home),
@@ -237,9 +226,7 @@ def deployment(broker: str, pg_server_url: str, crm_template: str, tmp_path: Pat
                 )
             )
             dep.simulators[name] = sim.start()
-            env[f"{upper}_GESTIMUM_URL"] = sim.url
-            env[f"{upper}_GESTIMUM_PASSWORD"] = f"{name}-pw"
-            env[f"{upper}_CRM_DATABASE_URL"] = crm[name]
+            env.update(company_env(name, sim.url, crm[name]))
         for worker in WORKERS:  # with the whole environment: they load the code location
             dep.start_worker(worker)
         yield dep

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 import uuid
@@ -18,7 +17,7 @@ import dagster as dg
 import yaml
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorType, TickStatus
-from dagster_services import BIN, log_tail, process_group
+from dagster_services import BIN, environ_without_settings, log_tail, process_group
 from sync_harness import execute
 
 from gestimum_pipeline.defs.build import build_definitions
@@ -132,7 +131,7 @@ def test_under_the_daemon_a_commit_reaches_gestimum_and_a_quiet_crm_starts_no_ru
     config = SimulatorConfig(company_file="SENSOR.Gestimum", user="SYNC", items=("ELS",))
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(GestimumSimulator(config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+        env = environ_without_settings()
         env.update(
             {
                 "DAGSTER_HOME": str(home),

@@ -4,7 +4,6 @@ environment variables set, and `dg check defs` on the project; neither prints a 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_services import environ_without_settings
 from sync_harness import insert_contacts, insert_customers, insert_movements, run_sync, state_records
 
 from gestimum_pipeline.simulator.server import GestimumSimulator, SimulatorConfig
@@ -29,7 +29,7 @@ def simulator() -> Iterator[GestimumSimulator]:
 
 
 def _env(crm_url: str, gestimum_url: str, dagster_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+    env = environ_without_settings()
     env.update(
         CRM_DATABASE_URL=crm_url,
         GESTIMUM_URL=gestimum_url,

@@ -9,7 +9,6 @@ stop the other; `dg check defs` names the field of a bad defs.yaml.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,8 +18,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_services import environ_without_settings
 from databases import copy_database, init_state_store
-from dg_project import write_dg_project
+from dg_project import company_defs_yaml, company_env, write_dg_project
 from sync_harness import insert_customers, insert_movements, state_records
 
 from gestimum_pipeline.components import GestimumSync
@@ -35,20 +35,7 @@ COMPANIES = ("acme", "bravo")
 
 
 def defs_yaml(name: str) -> str:
-    upper = name.upper()
-    return f"""\
-type: gestimum_pipeline.components.GestimumSync
-attributes:
-  name: {name}
-  gestimum_url: "{{{{ env.{upper}_GESTIMUM_URL }}}}"
-  company_file: {upper}.Gestimum
-  user: SYNC
-  password: "{{{{ env.{upper}_GESTIMUM_PASSWORD }}}}"
-  crm_url: "{{{{ env.{upper}_CRM_DATABASE_URL }}}}"
-  state_schema: gestimum_sync_{name}
-  start_date: "2026-01-01"
-  max_lag_minutes: 120
-"""
+    return company_defs_yaml(name, state_schema=f"gestimum_sync_{name}", start_date='"2026-01-01"', max_lag_minutes=120)
 
 
 @dataclass
@@ -78,14 +65,11 @@ def two(pg_server_url: str, crm_template: str, tmp_path: Path) -> Iterator[TwoCo
         ).start()
         for name in COMPANIES
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+    env = environ_without_settings()
     env["DAGSTER_HOME"] = str(dagster_home)
     env["VIRTUAL_ENV"] = sys.prefix  # `dg --use-active-venv`: this test's environment has the project
     for name in COMPANIES:
-        upper = name.upper()
-        env[f"{upper}_GESTIMUM_URL"] = simulators[name].url
-        env[f"{upper}_GESTIMUM_PASSWORD"] = f"{name}-pw"
-        env[f"{upper}_CRM_DATABASE_URL"] = crm[name]
+        env.update(company_env(name, simulators[name].url, crm[name]))
     try:
         yield TwoCompanies(tmp_path / "project", crm, simulators, env)
     finally:

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster_services import environ_without_settings
 from databases import copy_database
-from dg_project import write_dg_project
+from dg_project import company_env, write_dg_project
 from sync_harness import insert_contacts, insert_customers, state_records
 
 from gestimum_pipeline.db import database_name, drop_database
@@ -63,15 +64,12 @@ def project(pg_server_url: str, crm_template: str, tmp_path: Path) -> Iterator[P
         ).start()
         for name in COMPANIES
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+    env = environ_without_settings()
     env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     env["VIRTUAL_ENV"] = sys.prefix  # this test's environment has gestimum_pipeline installed
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # dg, gestimum-pipeline
     for name in COMPANIES:
-        upper = name.upper()
-        env[f"{upper}_GESTIMUM_URL"] = simulators[name].url
-        env[f"{upper}_GESTIMUM_PASSWORD"] = f"{name}-pw"
-        env[f"{upper}_CRM_DATABASE_URL"] = crm[name]
+        env.update(company_env(name, simulators[name].url, crm[name]))
     try:
         yield tmp_path / "project", env, crm, simulators
     finally:

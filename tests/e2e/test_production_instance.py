@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import shutil
 import time
 import uuid
@@ -31,7 +30,16 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.events import DagsterEventType
-from dagster_services import BIN, free_port, launch_backfill, log_tail, pg_env, process_group, wait_for_webserver
+from dagster_services import (
+    BIN,
+    environ_without_settings,
+    free_port,
+    launch_backfill,
+    log_tail,
+    pg_env,
+    process_group,
+    wait_for_webserver,
+)
 from sync_harness import query_rows
 
 from gestimum_pipeline.crm.demo import load_demo_data
@@ -213,7 +221,7 @@ def test_backfill_on_the_production_instance_never_overlaps_writes_to_a_company_
     with contextlib.ExitStack() as stack:
         sim = stack.enter_context(GestimumSimulator(config))
         # Only what the deployment sets: nothing inherited from the developer's shell.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+        env = environ_without_settings()
         env.update(
             {
                 "DAGSTER_HOME": str(home),

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dg_project import write_dg_project
+from dg_project import company_defs_yaml, write_dg_project
 
 from gestimum_pipeline.crm.contract import RELATIONS, check_contract
 from gestimum_pipeline.db import connect
@@ -150,18 +150,7 @@ def test_the_readme_setup_as_pasted_on_a_fresh_home(database_url: str, tmp_path:
         assert simulator.state.requests
 
 
-ACME = """\
-type: gestimum_pipeline.components.GestimumSync
-attributes:
-  name: acme
-  gestimum_url: "{{ env.ACME_GESTIMUM_URL }}"
-  company_file: ACME.Gestimum
-  user: SYNC
-  password: "{{ env.ACME_GESTIMUM_PASSWORD }}"
-  crm_url: "{{ env.ACME_CRM_DATABASE_URL }}"
-  crm_schema: acme_crm
-  state_schema: gestimum_sync_acme
-"""
+ACME = company_defs_yaml("acme", crm_schema="acme_crm", state_schema="gestimum_sync_acme")
 
 
 def test_crm_init_and_history_read_the_company_file(database_url: str, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ stay settable on `sync_options`.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster_services import environ_without_settings
 from reliability import Deployment, deployment, environment, seed_standard
 from sync_harness import HARNESS_SETTINGS
 
@@ -126,7 +126,7 @@ def test_the_command_line_refuses_an_overriding_config_before_connecting(
     dep: Deployment, counter: ConnectionCounter, tmp_path: Path
 ) -> None:
     """`dg launch --config-json` on the production code location (its resources from the environment)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))}
+    env = environ_without_settings()
     env.update(dep.env(), DAGSTER_HOME=str(tmp_path))
     (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     config = {

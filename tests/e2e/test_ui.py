@@ -53,6 +53,7 @@ import pytest
 import requests
 from dagster_services import (
     BIN,
+    environ_without_settings,
     free_port,
     graphql,
     launch_backfill,
@@ -164,9 +165,7 @@ def deployment(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             port = free_port()
             webserver_url = f"http://127.0.0.1:{port}/"
             # Only the sync's environment: nothing inherited from the developer's shell.
-            process_env = {
-                k: v for k, v in os.environ.items() if not k.startswith(("GESTIMUM_", "CRM_", "SYNC_", "DAGSTER_"))
-            }
+            process_env = environ_without_settings()
             process_env.update(env)
             process_env["VIRTUAL_ENV"] = sys.prefix  # `dg dev --use-active-venv`: this test's environment
             log = root / "dagster_dev.log"

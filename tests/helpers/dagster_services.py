@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from gestimum_pipeline.db import connection_parameters
+from gestimum_pipeline.demo import OWN_PREFIXES
 
 BIN = Path(sys.executable).parent  # dagster, dagster-webserver, dagster-daemon of this virtualenv
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -166,3 +167,9 @@ def pg_env(url: str) -> dict[str, str]:
     if host.startswith("/"):
         env["PGHOST"] = host
     return env
+
+
+def environ_without_settings() -> dict[str, str]:
+    """This process's environment without the project's own settings (GESTIMUM_*, CRM_*, SYNC_*,
+    DAGSTER_*): a process a test starts sees what the test sets, nothing of the developer's shell."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(OWN_PREFIXES)}

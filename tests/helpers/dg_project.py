@@ -39,3 +39,29 @@ def write_dg_project(
         (defs / name).mkdir()
         (defs / name / "defs.yaml").write_text(text)
     return defs
+
+
+def company_defs_yaml(name: str, **attributes: str | int) -> str:
+    """A company file's defs.yaml as docs/company-files.md writes one: company file `<NAME>.Gestimum`,
+    user SYNC, its URL, password and CRM read from `<NAME>_…` variables; then `attributes`."""
+    upper = name.upper()
+    lines = [
+        f"  name: {name}",
+        f'  gestimum_url: "{{{{ env.{upper}_GESTIMUM_URL }}}}"',
+        f"  company_file: {upper}.Gestimum",
+        "  user: SYNC",
+        f'  password: "{{{{ env.{upper}_GESTIMUM_PASSWORD }}}}"',
+        f'  crm_url: "{{{{ env.{upper}_CRM_DATABASE_URL }}}}"',
+        *(f"  {key}: {value}" for key, value in attributes.items()),
+    ]
+    return "type: gestimum_pipeline.components.GestimumSync\nattributes:\n" + "\n".join(lines) + "\n"
+
+
+def company_env(name: str, gestimum_url: str, crm_url: str) -> dict[str, str]:
+    """The variables `company_defs_yaml(name)` reads (the simulator's password is `<name>-pw`)."""
+    upper = name.upper()
+    return {
+        f"{upper}_GESTIMUM_URL": gestimum_url,
+        f"{upper}_GESTIMUM_PASSWORD": f"{name}-pw",
+        f"{upper}_CRM_DATABASE_URL": crm_url,
+    }

@@ -7,24 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dg_project import write_dg_project
+from dg_project import company_defs_yaml, write_dg_project
 
 from gestimum_pipeline.cli import main
 from gestimum_pipeline.companies import company_files_folder, find_company
 from gestimum_pipeline.db import connect
 
-ACME = """\
-type: gestimum_pipeline.components.GestimumSync
-attributes:
-  name: acme
-  gestimum_url: "{{ env.ACME_GESTIMUM_URL }}"
-  company_file: ACME.Gestimum
-  user: SYNC
-  password: "{{ env.ACME_GESTIMUM_PASSWORD }}"
-  crm_url: "{{ env.ACME_CRM_DATABASE_URL }}"
-  state_url: "{{ env.ACME_STATE_DATABASE_URL }}"
-  state_schema: gestimum_sync_acme
-"""
+ACME = company_defs_yaml("acme", state_url='"{{ env.ACME_STATE_DATABASE_URL }}"', state_schema="gestimum_sync_acme")
 
 
 @pytest.fixture
