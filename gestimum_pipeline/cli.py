@@ -49,6 +49,27 @@ def _url_from_file(path: str | None) -> str | None:
         raise SystemExit(f"--database-url-file: cannot read {path}: {exc.strerror}") from None
 
 
+def _url_from_options(args: argparse.Namespace, variables: Sequence[str]) -> tuple[str, str] | None:
+    """(URL, where it came from): `--database-url`, `--database-url-file`, then `variables` in order."""
+    for setting, value in (
+        ("--database-url", _url_from_argv(args.database_url, "--database-url")),
+        ("--database-url-file", _url_from_file(args.database_url_file)),
+        *((variable, os.environ.get(variable)) for variable in variables),
+    ):
+        if value:
+            return value, setting
+    return None
+
+
+def _refuse_beside_company(company: CompanyFile, args: argparse.Namespace, options: Sequence[str], what: str) -> None:
+    """`--company` reads `what` from its defs.yaml: the options that would also say it are refused."""
+    given = [option for option in options if getattr(args, option[2:].replace("-", "_"))]
+    if given:
+        raise SystemExit(
+            f"--company {company.name} reads {what} from {company.shown_path}: do not pass {', '.join(given)} with it"
+        )
+
+
 COMPANY_HELP = (
     "the company file NAME of a GestimumSync defs.yaml (docs/company-files.md): its state store's URL and schema, "
     "read from the variables it names; replaces --database-url and --schema"
@@ -99,34 +120,16 @@ def store_target(args: argparse.Namespace) -> StoreTarget:
 
     company = company_file(args)
     if company is not None:
-        given = [
-            o
-            for o, v in (
-                ("--database-url", args.database_url),
-                ("--database-url-file", args.database_url_file),
-                ("--schema", args.schema),
-            )
-            if v
-        ]
-        if given:
-            raise SystemExit(
-                f"--company {company.name} reads the state store from {company.shown_path}: "
-                f"do not pass {', '.join(given)} with it"
-            )
+        _refuse_beside_company(company, args, ("--database-url", "--database-url-file", "--schema"), "the state store")
         field = company.state_field()
         try:
             return StoreTarget(company.value(field), company.state_schema(), company.origin(field), company)
         except CompanyFileError as exc:
             raise SystemExit(f"--company {company.name}: {exc}") from None
-    schema = args.schema or DEFAULT_SCHEMA
-    for setting, value in (
-        ("--database-url", _url_from_argv(args.database_url, "--database-url")),
-        ("--database-url-file", _url_from_file(args.database_url_file)),
-        ("SYNC_STATE_DATABASE_URL", os.environ.get("SYNC_STATE_DATABASE_URL")),
-        ("CRM_DATABASE_URL", os.environ.get("CRM_DATABASE_URL")),
-    ):
-        if value:
-            return StoreTarget(value, schema, setting)
+    found = _url_from_options(args, ("SYNC_STATE_DATABASE_URL", "CRM_DATABASE_URL"))
+    if found is not None:
+        url, setting = found
+        return StoreTarget(url, args.schema or DEFAULT_SCHEMA, setting)
     raise SystemExit(
         "no state store: pass --company NAME (a company file's defs.yaml), set SYNC_STATE_DATABASE_URL or "
         "CRM_DATABASE_URL, or pass --database-url"
@@ -154,9 +157,6 @@ def open_store(args: argparse.Namespace) -> StateStore:
             store.close()
         raise SystemExit(str(exc)) from None
     return store
-
-
-_open_state = open_store
 
 
 def _cmd_state_init(args: argparse.Namespace) -> int:
@@ -204,34 +204,22 @@ def _crm_target(args: argparse.Namespace) -> tuple[str, str, str]:
 
     company = company_file(args)
     if company is not None:
-        given = [
-            o for o, v in (("--database-url", args.database_url), ("--database-url-file", args.database_url_file)) if v
-        ]
-        if given:
-            raise SystemExit(
-                f"--company {company.name} reads the CRM from {company.shown_path}: "
-                f"do not pass {', '.join(given)} with it"
-            )
+        _refuse_beside_company(company, args, ("--database-url", "--database-url-file"), "the CRM")
         try:
             schema = args.schema or company.value("crm_schema", DEFAULT_SCHEMA)
             return company.value("crm_url"), schema, company.origin("crm_url")
         except CompanyFileError as exc:
             raise SystemExit(f"--company {company.name}: {exc}") from None
-    schema = args.schema or os.environ.get("CRM_SCHEMA") or DEFAULT_SCHEMA
-    for setting, value in (
-        ("--database-url", _url_from_argv(args.database_url, "--database-url")),
-        ("--database-url-file", _url_from_file(args.database_url_file)),
-        ("CRM_DATABASE_URL", os.environ.get("CRM_DATABASE_URL")),
-    ):
-        if value:
-            return value, schema, setting
+    found = _url_from_options(args, ("CRM_DATABASE_URL",))
+    if found is not None:
+        url, setting = found
+        return url, args.schema or os.environ.get("CRM_SCHEMA") or DEFAULT_SCHEMA, setting
     raise SystemExit(
         "no CRM database: set CRM_DATABASE_URL, pass --database-url (or --database-url-file), or --company"
     )
 
 
 def _cmd_crm_init(args: argparse.Namespace) -> int:
-    from datetime import datetime as _datetime
     from zoneinfo import ZoneInfo
 
     import psycopg2
@@ -263,7 +251,7 @@ def _cmd_crm_init(args: argparse.Namespace) -> int:
                     "go into an empty schema only (pass another --schema)"
                 )
             timezone = os.environ.get("GESTIMUM_SYNC_TIMEZONE", "Europe/Paris")
-            days = demo_days(_datetime.now(ZoneInfo(timezone)).date(), args.days)
+            days = demo_days(datetime.now(ZoneInfo(timezone)).date(), args.days)
             loaded = load_demo_data(conn, schema, days=days, customers_per_day=args.customers_per_day, tz=timezone)
             conn.commit()
             counts = ", ".join(f"{n} {name}" for name, n in loaded.counts().items())
@@ -540,14 +528,12 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     add_cli_arguments(sim)
     sim.set_defaults(func=_cmd_simulator)
 
-    state_args = add_store_arguments
-
     state = sub.add_parser("state", help="the sync state store")
     state_sub = state.add_subparsers(dest="state_command", required=True)
     init = state_sub.add_parser(
         "init", help="create the state store for one Gestimum company file (runs never create it themselves)"
     )
-    state_args(init)
+    add_store_arguments(init)
     init.add_argument("--gestimum-url", help="the Gestimum URL (default: $GESTIMUM_URL)")
     init.add_argument("--company-file", help="the company file (default: $GESTIMUM_FICHIER)")
     init.add_argument("--actor", default=_default_actor(), help="who creates it (recorded; default: the OS user)")
@@ -574,7 +560,7 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     crm_init.set_defaults(func=_cmd_crm_init)
 
     rej = sub.add_parser("rejections", help="list rejected, held and undelivered rows")
-    state_args(rej)
+    add_store_arguments(rej)
     rej.add_argument("--endpoint", help=endpoint_help)
     rej.add_argument(
         "--status", action="append", help="rejected, held, delivery_unknown, pending, ignored… (repeatable)"
@@ -586,7 +572,7 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     rej.set_defaults(func=_cmd_rejections)
 
     def action_args(p: argparse.ArgumentParser, with_endpoint: bool = True) -> None:
-        state_args(p)
+        add_store_arguments(p)
         if with_endpoint:
             p.add_argument("--endpoint", required=True, help=endpoint_help)
         p.add_argument("keys", nargs="+", help="source keys (see `rejections`)")
@@ -620,7 +606,7 @@ def build_parser(endpoints: EndpointRegistry | None = None) -> argparse.Argument
     hist.set_defaults(func=_cmd_history)
 
     act = sub.add_parser("actions", help="the operators' actions, newest first (who, when, what)")
-    state_args(act)
+    add_store_arguments(act)
     act.add_argument("--limit", type=int, default=100)
     act.add_argument("--json", action="store_true")
     act.set_defaults(func=_cmd_actions)
