@@ -184,12 +184,13 @@ def _transient(what: str, exc: Exception) -> dg.Failure:
 @contextmanager
 def _settings_named(context: dg.AssetExecutionContext, settings: Settings) -> Iterator[None]:
     """A step's failure names the company file's own settings (ACME_CRM_DATABASE_URL (…/defs.yaml,
-    crm_url), ...) where the sync's messages name the defaults (CRM_DATABASE_URL, ...)."""
+    crm_url), ACME_GESTIMUM_PASSWORD, ...) where the sync's messages name the defaults
+    (CRM_DATABASE_URL, GESTIMUM_MOT_PASSE, ...)."""
     try:
         yield
     except dg.Failure as failure:
         res = _resources(context, settings)
-        names = {**res.crm.setting_names(), STATE_URL_SETTING: res.sync_state.setting}
+        names = {**res.crm.setting_names(), **res.gestimum.setting_names(), STATE_URL_SETTING: res.sync_state.setting}
         description = rename_settings(failure.description or "", names)
         if description == failure.description:
             raise
@@ -552,6 +553,10 @@ def build_sink(
         ],
     )
     def _sink(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+        with _settings_named(context, settings):
+            yield from _send(context)
+
+    def _send(context: dg.AssetExecutionContext) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         res = _resources(context, settings)
         crm, gestimum, sync_state, sync_options = res.crm, res.gestimum, res.sync_state, res.sync_options
         client = gestimum.client(context.log)
@@ -610,14 +615,7 @@ def build_sink(
             if answer_problem is not None:
                 # Gestimum answered but its answer cannot be accounted for: the check says so in the catalog.
                 yield _statistics_result([str(answer_problem)], None)
-            # A company file's defs.yaml names its own settings (ACME_GESTIMUM_PASSWORD, ...).
-            raise dg.Failure(
-                description=rename_settings(
-                    failure.description or "", {**crm.setting_names(), **gestimum.setting_names()}
-                ),
-                metadata=failure.metadata,
-                allow_retries=failure.allow_retries,
-            )
+            raise failure
         assert report is not None
         metadata = _send_metadata(report, counts.get(Status.PENDING, 0), counts.get(Status.HELD, 0))
         context.log.info(
